@@ -1,0 +1,137 @@
+"""One crop path for training and inference: metaphase + box (+ mask) -> the paper's chromosome crop.
+
+The paper's format is an upright chromosome centred on a white 199x99 canvas at its native scale.
+Training (from the real metaphases' boxes and the karyogram crops) and the pipeline (from detected
+boxes and masks) both go through `extract_chromosome`, so the model always sees the same kind of
+image. Scale is never normalised per chromosome: length is the strongest identity cue.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import numpy as np
+from PIL import Image
+
+from .images import as_gray_uint8
+from .models.topvit.image_processing_topvit import center_on_canvas
+from .segmentation import segment_in_box
+
+CANVAS_SIZE = (199, 99)  # rows, cols: the paper's crop format
+
+
+def extract_chromosome(image, box, mask=None, canvas_size: tuple[int, int] = CANVAS_SIZE) -> Image.Image:
+    """Isolate the chromosome in `box` of `image`, rotate it upright and centre it on a white canvas.
+
+    Args:
+        image: the metaphase (or an already isolated chromosome) as a PIL image, numpy array or path;
+            grayscale, RGB or 16-bit, dark chromosomes on a light background.
+        box: (xmin, ymin, xmax, ymax) in pixels. Pass `(0, 0, width, height)` to normalise a crop
+            that already holds one chromosome (a karyogram crop, another lab's crop).
+        mask: optional boolean mask of this chromosome, either the image's size or the box's size
+            (from SAM or the threshold segmenter). Without one, the chromosome is segmented inside
+            the box, dropping neighbours and debris that intrude into it.
+        canvas_size: (rows, cols) of the output canvas.
+
+    Returns:
+        An 8-bit grayscale ("L") PIL image of `canvas_size`: the chromosome, long axis vertical,
+        dark on white, at its native pixel scale (shrunk only if it does not fit the canvas).
+    """
+    gray = as_gray_uint8(image)
+    x0, y0, x1, y1 = _pixel_box(box, gray.shape)
+    region = gray[y0:y1, x0:x1]
+    if mask is None:
+        region_mask = segment_in_box(gray, (x0, y0, x1, y1))
+    else:
+        region_mask = _region_of_mask(mask, gray.shape, (x0, y0, x1, y1))
+        if not region_mask.any():
+            raise ValueError(f"mask is empty inside box {tuple(box)}")
+    isolated = _whiten_background(region, region_mask)
+    upright, upright_mask = _rotate_upright(isolated, region_mask)
+    rows, cols = np.nonzero(upright_mask)
+    tight = upright[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+    return Image.fromarray(center_on_canvas(tight, canvas_size), mode="L")
+
+
+def _pixel_box(box, shape: tuple[int, int]) -> tuple[int, int, int, int]:
+    try:
+        xmin, ymin, xmax, ymax = (float(v) for v in box)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"box must be four numbers (xmin, ymin, xmax, ymax), got {box!r}") from error
+    if not all(math.isfinite(v) for v in (xmin, ymin, xmax, ymax)):
+        raise ValueError(f"box has non-finite coordinates: {box!r}")
+    height, width = shape
+    x0, y0 = max(0, int(math.floor(xmin))), max(0, int(math.floor(ymin)))
+    x1, y1 = min(width, int(math.ceil(xmax))), min(height, int(math.ceil(ymax)))
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        raise ValueError(f"box {tuple(box)} is empty or lies outside the {width}x{height} image")
+    return x0, y0, x1, y1
+
+
+def _region_of_mask(mask, image_shape, pixel_box) -> np.ndarray:
+    mask = np.asarray(mask).astype(bool)
+    x0, y0, x1, y1 = pixel_box
+    if mask.shape == tuple(image_shape):
+        return mask[y0:y1, x0:x1]
+    if mask.shape == (y1 - y0, x1 - x0):
+        return mask
+    raise ValueError(f"mask shape {mask.shape} matches neither the image {tuple(image_shape)} nor the box {(y1 - y0, x1 - x0)}")
+
+
+def _whiten_background(region: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Chromosome pixels rescaled so the local background maps to white; everything else white.
+
+    Labs image at different brightness; dividing by the local background level makes the banding
+    comparable across them without stretching each chromosome's own contrast.
+    """
+    outside = region[~mask]
+    background = float(np.percentile(outside, 75)) if outside.size >= 16 else 255.0
+    background = max(background, float(region[mask].max()), 1.0)
+    scaled = np.clip(region.astype(np.float32) * (255.0 / background), 0, 255)
+    return np.where(mask, scaled, 255.0).round().astype(np.uint8)
+
+
+def _rotate_upright(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rotate so the mask's principal axis is vertical, by the smallest angle (an upright crop stays as it is)."""
+    rows, cols = np.nonzero(mask)
+    if rows.size < 3:
+        return image, mask
+    coords = np.stack([cols - cols.mean(), rows - rows.mean()])
+    eigenvalues, eigenvectors = np.linalg.eigh(np.cov(coords))
+    dx, dy = eigenvectors[:, np.argmax(eigenvalues)]
+    # PIL rotates counter-clockwise as displayed (y down); this angle brings the axis to vertical.
+    angle = math.degrees(math.atan2(dy, dx)) + 90.0
+    angle = (angle + 90.0) % 180.0 - 90.0
+    if abs(angle) < 1.0 or eigenvalues.max() < 1.2 * eigenvalues.min():
+        return image, mask
+    rotated = Image.fromarray(image).rotate(angle, resample=Image.BILINEAR, expand=True, fillcolor=255)
+    rotated_mask = Image.fromarray(mask.astype(np.uint8) * 255).rotate(angle, resample=Image.NEAREST, expand=True, fillcolor=0)
+    return np.asarray(rotated), np.asarray(rotated_mask) > 127
+
+
+def metaphase_crops(metaphases) -> Iterator[dict]:
+    """One paper-format crop per annotated box of each metaphase (a `karyohf.data.load_metaphases` dataset)."""
+    for example in metaphases:
+        image = example["image"]
+        for box, chromosome in zip(example["boxes"], example["chromosomes"]):
+            yield {
+                "image": extract_chromosome(image, box),
+                "chromosome": chromosome,
+                "cell_id": example["image_id"],
+                "group_id": example["specimen_id"],
+                "source": "metaphase",
+            }
+
+
+def karyogram_crops(crops) -> Iterator[dict]:
+    """The karyogram crops (a `karyohf.data.load_karyogram_crops` dataset) through the same normalisation."""
+    for example in crops:
+        image = example["image"]
+        yield {
+            "image": extract_chromosome(image, (0, 0, image.width, image.height)),
+            "chromosome": example["chromosome"],
+            "cell_id": example["cell_id"],
+            "group_id": example["case_id"],
+            "source": "karyogram",
+        }
