@@ -1,0 +1,105 @@
+"""Scoring a detector on annotated metaphases: COCO AP through pycocotools, recall, precision and count error.
+
+AP50 and AP50:95 rank every detection by score; recall, precision and the per-image count error
+|n_pred − n_true| are taken at the detector's operating point (detections scoring ≥ `score_threshold`),
+since a karyotype is built from the boxes a detector actually returns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+
+import numpy as np
+import torch
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+from torchvision.ops import box_iou
+
+from .boxes import Detections
+
+CATEGORY = {"id": 1, "name": "chromosome"}
+
+
+def coco_ground_truth(true_boxes: list[np.ndarray], sizes: list[tuple[int, int]], names: list[str] | None = None) -> dict:
+    """COCO ground truth for images 1..N; `sizes` are (height, width), boxes xyxy pixels."""
+    images, annotations = [], []
+    for image_id, (boxes, (height, width)) in enumerate(zip(true_boxes, sizes), start=1):
+        images.append({"id": image_id, "height": int(height), "width": int(width),
+                       "file_name": names[image_id - 1] if names else str(image_id)})
+        for x0, y0, x1, y1 in np.asarray(boxes, dtype=np.float64).reshape(-1, 4):
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": CATEGORY["id"],
+                                "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0), "iscrowd": 0})
+    return {"images": images, "annotations": annotations, "categories": [CATEGORY]}
+
+
+def coco_results(detections: list[Detections]) -> list[dict]:
+    """COCO detection results for images 1..N."""
+    return [
+        {"image_id": image_id, "category_id": CATEGORY["id"], "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
+         "score": float(score)}
+        for image_id, found in enumerate(detections, start=1)
+        for (x0, y0, x1, y1), score in zip(found.boxes, found.scores)
+    ]
+
+
+def coco_average_precision(ground_truth: dict, results: list[dict]) -> tuple[float, float]:
+    """(AP at IoU 0.5, AP averaged over IoU 0.5:0.95), COCO-style, with room for every detection of an image."""
+    if not results:
+        return 0.0, 0.0
+    most_per_image = np.bincount([result["image_id"] for result in results]).max()
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
+        truth = COCO()
+        truth.dataset = ground_truth
+        truth.createIndex()
+        evaluator = COCOeval(truth, truth.loadRes([dict(result) for result in results]), iouType="bbox")  # loadRes edits its input
+        evaluator.params.maxDets = [1, 10, max(100, int(most_per_image))]
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    return float(evaluator.stats[1]), float(evaluator.stats[0])
+
+
+def count_matches(predicted: np.ndarray, truth: np.ndarray, iou_threshold: float = 0.5) -> int:
+    """One-to-one matches, predictions taken in the given (score) order, each to the free true box it overlaps most."""
+    if len(predicted) == 0 or len(truth) == 0:
+        return 0
+    overlaps = box_iou(torch.as_tensor(predicted, dtype=torch.float32), torch.as_tensor(truth, dtype=torch.float32))
+    free = torch.ones(len(truth), dtype=torch.bool)
+    matches = 0
+    for row in overlaps:
+        row = torch.where(free, row, -1.0)
+        best = int(row.argmax())
+        if row[best] >= iou_threshold:
+            free[best] = False
+            matches += 1
+    return matches
+
+
+def score_detections(
+    true_boxes: list[np.ndarray], detections: list[Detections], sizes: list[tuple[int, int]], score_threshold: float = 0.0,
+    names: list[str] | None = None,
+) -> tuple[dict, dict, list[dict]]:
+    """Metrics, COCO ground truth and COCO results for one detection per image (`detections[i]` for `true_boxes[i]`)."""
+    if not len(true_boxes) == len(detections) == len(sizes):
+        raise ValueError(f"{len(true_boxes)} annotated images, {len(detections)} detections, {len(sizes)} sizes")
+    ground_truth, results = coco_ground_truth(true_boxes, sizes, names), coco_results(detections)
+    ap50, ap50_95 = coco_average_precision(ground_truth, results)
+    operating = [found.above(score_threshold) for found in detections]
+    true_counts = np.array([len(np.asarray(boxes).reshape(-1, 4)) for boxes in true_boxes])
+    predicted_counts = np.array([len(found) for found in operating])
+    matched = sum(count_matches(found.boxes, np.asarray(boxes).reshape(-1, 4)) for found, boxes in zip(operating, true_boxes))
+    count_error = np.abs(predicted_counts - true_counts)
+    metrics = {
+        "images": len(true_boxes),
+        "chromosomes": int(true_counts.sum()),
+        "detections": int(predicted_counts.sum()),
+        "score_threshold": score_threshold,
+        "ap50": ap50,
+        "ap50_95": ap50_95,
+        "recall50": matched / max(int(true_counts.sum()), 1),
+        "precision50": matched / max(int(predicted_counts.sum()), 1),
+        "count_error_median": float(np.median(count_error)),
+        "count_error_mean": float(count_error.mean()),
+    }
+    return metrics, ground_truth, results
