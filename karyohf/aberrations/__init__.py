@@ -1,0 +1,25 @@
+"""Aberration synthesis: cytogenetically exact aberrant chromosomes made from real normal ones.
+
+`synthesize` builds the derivative chromosome of a catalogue aberration from a real crop (and a
+real partner for translocations); `aberration_dataset` pairs real normal crops with synthesized
+aberrant ones, split by case; `geometry` measures chromosomes along their medial axis.
+"""
+
+from .dataset import aberration_dataset, label_names
+from .geometry import Centromere, MedialAxis, Strip, estimate_centromere, medial_axis, p_arm_up, straighten
+from .synthesis import SynthesizedChromosome, resample_normal, synthesize
+
+__all__ = [
+    "Centromere",
+    "MedialAxis",
+    "Strip",
+    "SynthesizedChromosome",
+    "aberration_dataset",
+    "estimate_centromere",
+    "label_names",
+    "medial_axis",
+    "p_arm_up",
+    "resample_normal",
+    "straighten",
+    "synthesize",
+]
