@@ -1,0 +1,64 @@
+"""Identification stage around the model: metrics, the batched identifier, the karyogram layout."""
+
+import numpy as np
+import pytest
+import torch
+
+from karyohf.cytogenetics import CHROMOSOMES
+from karyohf.identification import ChromosomeIdentifier
+from karyohf.karyogram import render_karyogram
+from karyohf.metrics import accuracy_at_retention, confusion_matrix, entropy_curve, prediction_entropy
+from karyohf.models.topvit import ChromosomeImageProcessor, TopViTConfig, TopViTForImageClassification
+from tests.synthetic import banded_rod
+
+
+def test_entropy_is_zero_when_certain_and_log_k_when_uniform():
+    assert prediction_entropy(np.eye(3))[0] == pytest.approx(0, abs=1e-9)
+    assert prediction_entropy(np.full((1, 4), 0.25))[0] == pytest.approx(np.log(4))
+
+
+def test_entropy_filter_sets_aside_the_uncertain_mistakes_first():
+    # 90 confident right answers, 10 uncertain wrong ones: keeping the confident 90% is perfect.
+    right = np.tile([0.98, 0.01, 0.01], (90, 1))
+    wrong = np.tile([0.4, 0.35, 0.25], (10, 1))
+    probabilities = np.vstack([right, wrong])
+    labels = np.array([0] * 90 + [1] * 10)
+    curve = entropy_curve(probabilities, labels)
+    assert curve["accuracy"][-1] == pytest.approx(0.9) and curve["retained"][-1] == pytest.approx(1.0)
+    assert accuracy_at_retention(curve, 0.9) == pytest.approx(1.0)
+
+
+def test_confusion_matrix_counts_true_by_predicted():
+    matrix = confusion_matrix(np.array([0, 0, 1]), np.array([0, 1, 1]), num_classes=3)
+    assert matrix.tolist() == [[1, 1, 0], [0, 1, 0], [0, 0, 0]]
+
+
+def test_identifier_batches_and_returns_probabilities_and_embeddings():
+    config = TopViTConfig(image_size=(32, 16), patch_size=8, hidden_size=32, num_hidden_layers=1,
+                          num_attention_heads=2, intermediate_size=32)
+    torch.manual_seed(0)
+    identifier = ChromosomeIdentifier(TopViTForImageClassification(config),
+                                      ChromosomeImageProcessor(size={"height": 32, "width": 16}), batch_size=2)
+    crops = [banded_rod(length=20 + 10 * k) for k in range(5)]
+    result = identifier(crops)
+    assert result.probabilities.shape == (5, 24) and result.embeddings.shape == (5, 32)
+    assert np.allclose(result.probabilities.sum(1), 1, atol=1e-5)
+    assert all(label in CHROMOSOMES for label in result.labels)
+    one_by_one = np.vstack([identifier([crop]).probabilities for crop in crops])
+    assert np.allclose(one_by_one, result.probabilities, atol=1e-5)
+    with pytest.raises(ValueError, match="no chromosome crops"):
+        identifier([])
+
+
+def test_karyogram_puts_each_class_in_its_place():
+    crops = [banded_rod(length=80), banded_rod(length=20)]
+    sheet = render_karyogram(crops, ["1", "Y"])
+    ink = np.asarray(sheet) < 100
+    columns = np.nonzero(ink.any(0))[0]
+    rows = np.nonzero(ink.any(1))[0]
+    assert rows.min() < sheet.height / 4 and rows.max() > sheet.height * 3 / 4  # chr1 top row, Y bottom row
+    assert columns.min() < sheet.width / 4
+    with pytest.raises(ValueError, match="labels must be among"):
+        render_karyogram(crops, ["1", "23"])
+    with pytest.raises(ValueError, match="2 crops but 1 labels"):
+        render_karyogram(crops, ["1"])
