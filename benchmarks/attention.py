@@ -1,7 +1,8 @@
 """Forward latency of the TopViT attention variants for one cell's worth of crops (46), on the CPU.
 
-Two geometries: the shipped one (TopViTConfig defaults: 128 x 64 crops, patch 8 -> 16 x 8 = 128 tokens) and the
-paper's (199 x 99 canvas padded to 200 x 100, patch 4 -> 50 x 25 = 1,250 tokens), both width 128 with 4 heads.
+Two geometries: the shipped one (the architecture of checkpoints/topvit-chromid, or the TopViTConfig defaults
+when it is absent) and the paper's (199 x 99 canvas padded to 200 x 100, patch 4 -> 50 x 25 = 1,250 tokens, width
+128 with 4 heads).
 Each variant reports the best of a few eval-mode forwards under torch.no_grad. A forward that runs past the time
 limit is stopped at the next layer boundary and reported as such, with its extrapolated full time.
 
@@ -21,8 +22,21 @@ from karyohf.models import TopViTConfig, TopViTForImageClassification
 
 
 BATCH = 46  # chromosomes in a normal human cell
+SHIPPED_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "topvit-chromid"
+ARCHITECTURE_FIELDS = ("image_size", "patch_size", "patch_embedding", "conv_stem_blocks", "hidden_size",
+                       "num_hidden_layers", "num_attention_heads", "intermediate_size")
+
+
+def shipped_geometry() -> dict:
+    """The shipped checkpoint's architecture with the attention left free (defaults if nothing is shipped)."""
+    if not (SHIPPED_CHECKPOINT / "config.json").is_file():
+        return {}
+    config = TopViTConfig.from_pretrained(SHIPPED_CHECKPOINT)
+    return {field: getattr(config, field) for field in ARCHITECTURE_FIELDS}
+
+
 GEOMETRIES = {
-    "shipped": {},
+    "shipped": shipped_geometry(),
     "paper": {"image_size": (200, 100), "patch_size": 4},
 }
 VARIANTS = {

@@ -62,7 +62,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--image-size", type=int, nargs=2, default=(128, 64), metavar=("H", "W"))
     parser.add_argument("--patch-size", type=int, default=8)
     parser.add_argument("--patch-embedding", choices=["linear", "conv"], default="conv")
-    parser.add_argument("--stem-blocks", type=int, default=1, help="residual blocks per conv-stem stage (hybrid ViT)")
+    parser.add_argument("--stem-blocks", type=int, default=0, help="residual blocks per conv-stem stage (hybrid ViT)")
     parser.add_argument("--hidden-size", type=int, default=128)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--heads", type=int, default=4)
@@ -193,7 +193,7 @@ def write_card(args, model, metrics: dict) -> None:
         attention_type=config.attention_type, parameters=model.num_parameters(), image_height=config.image_size[0],
         image_width=config.image_size[1], layers=config.num_hidden_layers, hidden_size=config.hidden_size,
         heads=config.num_attention_heads, mlp_size=config.intermediate_size, patch_size=config.patch_size,
-        patch_embedding=config.patch_embedding, tokens=config.grid_size[0] * config.grid_size[1],
+        patch_embedding=config.patch_embedding, stem_blocks=config.conv_stem_blocks, tokens=config.grid_size[0] * config.grid_size[1],
         training_crops=metrics["training_crops"], training_steps=metrics["training_steps"], batch_size=args.batch_size,
         training_minutes=metrics["training_minutes"], device=metrics["device"], results_table="\n".join(rows),
         shortfall=shortfall,
