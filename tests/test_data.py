@@ -75,7 +75,7 @@ def test_any_image_becomes_gray_uint8(image, expected):
 
 @pytest.mark.parametrize(
     "bad, message",
-    [(np.zeros((0, 4), np.uint8), "empty"), (np.zeros((2, 3, 4, 5)), "shape"), ("missing.png", "not found"), (42, "expected")],
+    [(np.zeros((0, 4), np.uint8), "empty"), (np.zeros((2, 3, 4, 5)), "shape"), ("missing.png", "not found"), (42, "Expected a PIL image")],
 )
 def test_bad_images_are_named(bad, message):
     with pytest.raises((ValueError, TypeError, FileNotFoundError), match=message):

@@ -424,8 +424,8 @@ def test_processor_accepts_pil_uint16_float_and_rgb_alike():
 
 @pytest.mark.parametrize(
     "bad",
-    [np.zeros((0, 5), np.uint8), np.zeros((2, 3, 4, 5), np.uint8), np.zeros((4, 4), np.int64), "crop.png", [], None],
-    ids=["empty", "4d", "int64", "string", "no-images", "none"],
+    [np.zeros((0, 5), np.uint8), np.zeros((2, 3, 4, 5), np.uint8), np.zeros((4, 4), bool), "crop.png", [], None],
+    ids=["empty", "4d", "bool", "string", "no-images", "none"],
 )
 def test_processor_rejects_bad_input(bad):
     with pytest.raises(ValueError):

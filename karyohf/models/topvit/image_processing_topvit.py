@@ -29,24 +29,29 @@ def center_on_canvas(gray: np.ndarray, canvas_size: tuple[int, int] = (199, 99))
 
 
 def to_grayscale_uint8(image) -> np.ndarray:
-    """A PIL image or an (H, W) / (H, W, C) uint8, uint16 or float (in [0, 1]) array -> (H, W) uint8 grey levels."""
+    """A PIL image or an (H, W) / (H, W, C) integer or float array -> (H, W) uint8 grey levels.
+
+    Integer images are scaled by the smallest bit depth that holds them (8, 12, 16 ...), so a 12-bit scan in a
+    16-bit container is not rendered nearly black; float images are taken as [0, 1], or [0, 255] if they exceed 1.
+    """
     if isinstance(image, Image.Image):
-        if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-            image = np.asarray(image).astype(np.uint16)  # 16-bit scans open as mode I or I;16
-        elif image.mode == "F":
-            image = np.asarray(image)
+        if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+            image = np.asarray(image)  # 16-bit scans open as mode I or I;16
         else:
             image = np.asarray(image.convert("LA"))  # keeps alpha, so transparency can become white below
     if not isinstance(image, np.ndarray):
         raise ValueError(f"Expected a PIL image or a numpy array, got {type(image).__name__}.")
     if image.size == 0:
         raise ValueError(f"Got an empty image of shape {image.shape}.")
-    if image.dtype == np.uint8 or image.dtype == np.uint16:
-        levels = image / float(np.iinfo(image.dtype).max)
+    if np.issubdtype(image.dtype, np.integer):
+        bits = max(8, int(np.ceil(np.log2(float(image.max()) + 1.0)))) if image.max() > 0 else 8
+        levels = np.clip(image / (2.0**bits - 1.0), 0.0, 1.0)
     elif np.issubdtype(image.dtype, np.floating):
-        levels = np.clip(image.astype(np.float64), 0.0, 1.0)
+        if not np.isfinite(image).all():
+            raise ValueError("Got an image with NaN or infinite values.")
+        levels = np.clip(image.astype(np.float64) / (255.0 if image.max() > 1.0 else 1.0), 0.0, 1.0)
     else:
-        raise ValueError(f"Expected uint8, uint16 or float pixels, got dtype {image.dtype}.")
+        raise ValueError(f"Expected integer or float pixels, got dtype {image.dtype}.")
     if levels.ndim == 3 and levels.shape[-1] in (1, 2, 3, 4):
         levels = _channels_to_gray(levels)
     if levels.ndim != 2:
