@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import inspect
 import os
 from collections import defaultdict
 from pathlib import Path
@@ -140,8 +141,12 @@ def crop_features() -> datasets.Features:
     )
 
 
-def _crops_of_jobs(jobs: list[tuple[str, str, str, list[int]]]):
-    """Generator for `Dataset.from_generator`: each worker gets a share of the (root, split, source, indices) jobs."""
+def _crops_of_jobs(jobs: list[tuple[str, str, str, list[int]]], crop_code: str):
+    """Generator for `Dataset.from_generator`: each worker gets a share of the (root, split, source, indices) jobs.
+
+    `crop_code` is unused here: it is the source of the crop path, passed so that `datasets` fingerprints it and
+    rebuilds the cache when the crop code changes instead of serving crops made by older code.
+    """
     from .crops import karyogram_crops, metaphase_crops
 
     for root, split, source, indices in jobs:
@@ -160,6 +165,9 @@ def chromosome_crops(
     same path the pipeline uses on detected boxes; karyogram crops go through the same function.
     Built once (a few minutes) and cached by `datasets` under its usual cache folder.
     """
+    from . import crops as crops_module
+    from .segmentation import threshold as segmentation_module
+
     if split not in ("train", "validation"):
         raise ValueError(f"split must be 'train' or 'validation', got {split!r}")
     root = str(data_root(root))
@@ -171,6 +179,6 @@ def chromosome_crops(
     return datasets.Dataset.from_generator(
         _crops_of_jobs,
         features=crop_features(),
-        gen_kwargs={"jobs": jobs},
+        gen_kwargs={"jobs": jobs, "crop_code": inspect.getsource(crops_module) + inspect.getsource(segmentation_module)},
         num_proc=num_proc,
     )

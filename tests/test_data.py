@@ -80,3 +80,16 @@ def test_any_image_becomes_gray_uint8(image, expected):
 def test_bad_images_are_named(bad, message):
     with pytest.raises((ValueError, TypeError, FileNotFoundError), match=message):
         as_gray_uint8(bad)
+
+
+def test_training_crops_come_from_both_collections_through_the_crop_path(real_data_root):
+    from karyohf.crops import CANVAS_SIZE
+    from karyohf.data import _crops_of_jobs
+
+    jobs = [(str(real_data_root), "validation", "metaphase", [0]), (str(real_data_root), "validation", "karyogram", [0, 1])]
+    crops = list(_crops_of_jobs(jobs, crop_code=""))
+    metaphase = split_metaphases(load_metaphases(real_data_root))["validation"][0]
+    assert len(crops) == len(metaphase["boxes"]) + 2
+    assert [c["source"] for c in crops[-3:]] == ["metaphase", "karyogram", "karyogram"]
+    assert all(c["image"].size == (CANVAS_SIZE[1], CANVAS_SIZE[0]) and c["image"].mode == "L" for c in crops)
+    assert [c["chromosome"] for c in crops[: len(metaphase["boxes"])]] == metaphase["chromosomes"]
