@@ -79,3 +79,41 @@ def plot_entropy_curve(curves: dict[str, dict[str, list[float]]], path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
+
+
+def detection_aucs(is_aberrant: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    """PR-AUC (average precision) and ROC-AUC of `scores` ranking aberrant (1) above normal (0) chromosomes;
+    NaN where one class is absent (a fold too small to hold both)."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    is_aberrant = np.asarray(is_aberrant).astype(int)
+    if is_aberrant.min() == is_aberrant.max():
+        return {"pr_auc": float("nan"), "roc_auc": float("nan")}
+    return {"pr_auc": float(average_precision_score(is_aberrant, scores)),
+            "roc_auc": float(roc_auc_score(is_aberrant, scores))}
+
+
+def plot_detection_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path, title: str = "") -> None:
+    """Precision-recall and ROC curves side by side, one line per {name: (is_aberrant, scores)}, AUCs in the legend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    figure, (pr_axis, roc_axis) = plt.subplots(1, 2, figsize=(10, 4.5))
+    for name, (is_aberrant, scores) in curves.items():
+        aucs = detection_aucs(is_aberrant, scores)
+        precision, recall, _ = precision_recall_curve(is_aberrant, scores)
+        false_positive, true_positive, _ = roc_curve(is_aberrant, scores)
+        pr_axis.plot(recall, precision, label=f"{name} (PR-AUC {aucs['pr_auc']:.3f})")
+        roc_axis.plot(false_positive, true_positive, label=f"{name} (ROC-AUC {aucs['roc_auc']:.3f})")
+    pr_axis.set(xlabel="recall", ylabel="precision", title="precision-recall", ylim=(0, 1.02))
+    roc_axis.plot([0, 1], [0, 1], color="grey", linewidth=0.5)
+    roc_axis.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC")
+    for axis in (pr_axis, roc_axis):
+        axis.legend(fontsize=7, loc="lower left" if axis is pr_axis else "lower right")
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)

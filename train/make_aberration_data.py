@@ -14,11 +14,10 @@ aberration in the catalogue, real normal chromosomes beside synthesized aberrant
 from __future__ import annotations
 
 import argparse
-import re
 from pathlib import Path
 
 from karyohf.aberrations import aberration_dataset, label_names
-from karyohf.aberrations.dataset import contact_sheet
+from karyohf.aberrations.dataset import contact_sheet, dataset_folder
 from karyohf.cytogenetics import CATALOGUE
 from karyohf.data import load_karyogram_crops, split_karyogram_crops
 
@@ -52,7 +51,7 @@ def main() -> None:
         name = label_names(key, target)[1]
         for split, crops in splits.items():
             dataset = aberration_dataset(target, key, crops=crops, limit=args.limit, seed=args.seed)
-            path = args.output_dir / re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_") / split
+            path = dataset_folder(args.output_dir, key, target) / split
             dataset.save_to_disk(str(path))
             counts = dataset.to_pandas()["label"].value_counts().sort_index().tolist()
             print(f"{name} on chromosome {target}, {split}: normal/aberrant = {counts} -> {path}")

@@ -24,13 +24,11 @@ from transformers import (
     ResNetConfig,
     ResNetForImageClassification,
     Trainer,
-    TrainerCallback,
     TrainingArguments,
     set_seed,
 )
 
 import karyohf  # noqa: F401  (registers the Auto classes)
-from karyohf.augmentation import augment_crop
 from karyohf.cards import write_model_card
 from karyohf.cytogenetics import CHROMOSOMES
 from karyohf.data import chromosome_crops
@@ -43,6 +41,7 @@ from karyohf.metrics import (
     plot_entropy_curve,
 )
 from karyohf.models.topvit import ChromosomeImageProcessor, TopViTConfig, TopViTForImageClassification
+from karyohf.training import CropCollator, WallClockGuard, seconds_per_step
 
 
 def parse_args() -> argparse.Namespace:
@@ -103,50 +102,6 @@ def build_model(args):
         model = TopViTForImageClassification(config)
     processor = ChromosomeImageProcessor(size={"height": args.image_size[0], "width": args.image_size[1]})
     return model, processor
-
-
-class WallClockGuard(TrainerCallback):
-    """Stops training if it overruns its budget by half (the machine got busier than when steps were timed)."""
-
-    def __init__(self, minutes: float):
-        self.deadline = time.time() + 1.5 * minutes * 60
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if time.time() > self.deadline:
-            control.should_training_stop = True
-
-
-class CropCollator:
-    """Decoded crops -> (augmented) pixel batch through the same processor used at inference."""
-
-    def __init__(self, processor, augment: bool, seed: int):
-        self.processor = processor
-        self.augment = augment
-        self.rng = np.random.default_rng(seed)
-
-    def __call__(self, examples):
-        images = [example["image"] for example in examples]
-        if self.augment:
-            images = [augment_crop(image, self.rng) for image in images]
-        batch = self.processor(images, return_tensors="pt")
-        batch["labels"] = torch.tensor([example["chromosome"] for example in examples])
-        return batch
-
-
-def seconds_per_step(model, collator, dataset, batch_size: int) -> float:
-    """Time a few optimiser steps on real batches to turn the wall-clock budget into a step count."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=0.0)
-    batch = collator([dataset[i] for i in range(batch_size)])
-    model.train()
-    timings = []
-    for _ in range(4):
-        start = time.perf_counter()
-        batch = collator([dataset[int(i)] for i in np.random.randint(0, len(dataset), batch_size)])
-        model(**batch).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        timings.append(time.perf_counter() - start)
-    return float(np.median(timings[1:]))
 
 
 def evaluate(identifier: ChromosomeIdentifier, dataset, output_dir: Path) -> dict:

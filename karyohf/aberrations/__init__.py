@@ -5,11 +5,21 @@ real partner for translocations); `aberration_dataset` pairs real normal crops w
 aberrant ones, split by case; `geometry` measures chromosomes along their medial axis.
 """
 
-from .dataset import aberration_dataset, label_names
+from .dataset import NORMAL, aberration_dataset, dataset_folder, label_names, load_aberration_dataset
 from .geometry import Centromere, MedialAxis, Strip, estimate_centromere, medial_axis, p_arm_up, straighten
+from .denovo import DeNovoIndex
+from .heads import aberration_classifier, aberration_probabilities, train_aberration_classifier, with_lora
 from .synthesis import SynthesizedChromosome, resample_normal, synthesize
 
 __all__ = [
+    "DeNovoIndex",
+    "NORMAL",
+    "aberration_classifier",
+    "aberration_probabilities",
+    "dataset_folder",
+    "load_aberration_dataset",
+    "train_aberration_classifier",
+    "with_lora",
     "Centromere",
     "MedialAxis",
     "Strip",

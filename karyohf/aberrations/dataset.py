@@ -10,7 +10,9 @@ real chromosome is used twice.
 from __future__ import annotations
 
 import os
+import re
 from collections import defaultdict
+from pathlib import Path
 
 import datasets
 import numpy as np
@@ -35,6 +37,24 @@ def label_names(aberration_key: str, target_chromosome: int | str) -> list[str]:
         raise ValueError(f"{aberration.key} involves chromosome(s) {involved}, not chromosome {target}")
     name = f"der({target}){aberration.key}" if aberration.kind == "translocation" else aberration.key
     return [NORMAL, name]
+
+
+def dataset_folder(data_dir: str | os.PathLike, aberration_key: str, target_chromosome: int | str) -> Path:
+    """Where `train/make_aberration_data.py` saves a target's dataset: <data_dir>/<name made shell-safe>
+    (der(9)t(9;22) -> der_9_t_9_22), with one `save_to_disk` folder per split inside."""
+    name = label_names(aberration_key, target_chromosome)[1]
+    return Path(data_dir) / re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_")
+
+
+def load_aberration_dataset(
+    target_chromosome: int | str, aberration_key: str, split: str, data_dir: str | os.PathLike | None = None, **kwargs
+) -> datasets.Dataset:
+    """The saved dataset of `dataset_folder` when `data_dir` holds it, else built now by `aberration_dataset`."""
+    if data_dir is not None:
+        folder = dataset_folder(data_dir, aberration_key, target_chromosome) / split
+        if folder.is_dir():
+            return datasets.load_from_disk(str(folder))
+    return aberration_dataset(target_chromosome, aberration_key, split, **kwargs)
 
 
 def dataset_features(names: list[str]) -> datasets.Features:

@@ -1,9 +1,11 @@
 """`ChromosomeDetector`: every chromosome in a metaphase, as boxes in the image's own pixels with scores.
 
-Wraps an OWLv2 checkpoint (ours, trained from scratch, or a finetune of the public one) and its
-processor. The query's text embedding is computed when the detector is built; each call then runs
-the vision tower once, keeps patches whose score passes `score_threshold`, and removes duplicates
-by non-maximum suppression (OWLv2's own post-processing has none).
+Wraps either of two detector families behind one call, each with its processor:
+- OWLv2 (ours trained from scratch, or a finetune of the public checkpoint): the query's text embedding is computed
+  when the detector is built, and each call runs only the vision tower and scores every patch against it;
+- CenterNet (`karyohf.models.centernet`, convolutional, trained from scratch): each call keeps the heatmap peaks.
+Either way, candidates scoring above `score_threshold` go through non-maximum suppression (OWLv2's own
+post-processing has none) and come back in the image's own pixels.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from transformers import AutoConfig, AutoImageProcessor, AutoModelForObjectDetection, Owlv2ForObjectDetection
 
 from ..images import as_gray_uint8
 from .boxes import Detections, non_maximum_suppression, padded_cxcywh_to_xyxy
@@ -30,15 +33,19 @@ class ChromosomeDetector:
         self.processor = processor
         self.score_threshold = score_threshold
         self.nms_iou = nms_iou
-        self.query = query_embedding(model, processor)
+        self.query = query_embedding(model, processor) if isinstance(model, Owlv2ForObjectDetection) else None
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | None = None, **kwargs) -> "ChromosomeDetector":
-        """Load an OWLv2 checkpoint folder (model, processor and tokenizer) or Hub id; kwargs go to the constructor."""
+        """Load a detector checkpoint folder or Hub id (OWLv2 with its tokenizer, or CenterNet); kwargs go to the constructor."""
         folder = Path(path)
         if folder.is_dir() and not (folder / "config.json").is_file():
             raise FileNotFoundError(f"{folder} holds no config.json: not a saved detector checkpoint")
-        model, processor = load_owlv2(str(path))
+        if AutoConfig.from_pretrained(str(path)).model_type == "owlv2":
+            model, processor = load_owlv2(str(path))
+        else:
+            model = AutoModelForObjectDetection.from_pretrained(str(path))
+            processor = AutoImageProcessor.from_pretrained(str(path))
         if device is not None:
             model.to(device)
         return cls(model, processor, **kwargs)
@@ -51,16 +58,28 @@ class ChromosomeDetector:
     def __call__(self, image) -> Detections:
         """Detect chromosomes in one image: PIL, numpy (gray, RGB, 16-bit, float) or a path."""
         gray = as_gray_uint8(image)
-        height, width = gray.shape
-        device = self.query.device
-        pixels = pixel_values(self.processor, [gray]).to(device=device, dtype=self.model.dtype)
-        logits, boxes = predict(self.model, pixels, self.query)
-        scores = logits[0].float().sigmoid()
-        keep = scores > self.score_threshold
-        boxes = padded_cxcywh_to_xyxy(boxes[0][keep].float(), height, width)
-        scores = scores[keep]
+        boxes, scores = self._owlv2_candidates(gray) if self.query is not None else self._centernet_candidates(gray)
         # Boxes that the clipping squeezed below a pixel lay (almost) wholly in the padding.
         real = (boxes[:, 2] - boxes[:, 0] >= 1) & (boxes[:, 3] - boxes[:, 1] >= 1)
         boxes, scores = boxes[real], scores[real]
         kept = non_maximum_suppression(boxes, scores, self.nms_iou)
         return Detections(boxes=boxes[kept].cpu().numpy().astype(np.float32), scores=scores[kept].cpu().numpy())
+
+    def _owlv2_candidates(self, gray: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every patch scoring above the threshold: its box in image pixels, and its score."""
+        pixels = pixel_values(self.processor, [gray]).to(device=self.query.device, dtype=self.model.dtype)
+        logits, boxes = predict(self.model, pixels, self.query)
+        scores = logits[0].float().sigmoid()
+        keep = scores > self.score_threshold
+        return padded_cxcywh_to_xyxy(boxes[0][keep].float(), *gray.shape), scores[keep]
+
+    def _centernet_candidates(self, gray: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every heatmap peak scoring above the threshold: its box in image pixels, and its score."""
+        inputs = self.processor(gray, return_tensors="pt")
+        device = next(self.model.parameters()).device
+        outputs = self.model(pixel_values=inputs["pixel_values"].to(device=device, dtype=self.model.dtype))
+        found = self.processor.post_process_object_detection(
+            outputs, threshold=self.score_threshold, target_sizes=inputs["original_sizes"],
+            top_k=self.model.config.max_detections,
+        )[0]
+        return found["boxes"], found["scores"]

@@ -1,5 +1,10 @@
 """Model families of karyohf, each a transformers model registered with the Auto classes on import."""
 
+from .centernet import (
+    CenterNetConfig,
+    CenterNetForObjectDetection,
+    MetaphaseImageProcessor,
+)
 from .topvit import (
     ChromosomeImageProcessor,
     TopViTConfig,
@@ -11,6 +16,9 @@ from .topvit import (
 
 
 __all__ = [
+    "CenterNetConfig",
+    "CenterNetForObjectDetection",
+    "MetaphaseImageProcessor",
     "ChromosomeImageProcessor",
     "TopViTConfig",
     "TopViTForImageClassification",

@@ -1,0 +1,89 @@
+"""Training inputs for the CenterNet detector: metaphases shrunk once, then varied and cropped at model scale.
+
+Chromosomes occupy a small part of a metaphase, so the fully convolutional detector trains on random crops of the
+model-scale image rather than the whole padded square: the same pixels per second of CPU, many more chromosomes
+seen per step, and no time spent on empty slide.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..images import as_gray_uint8
+from ..models.centernet import MetaphaseImageProcessor
+from .owlv2 import random_dihedral
+
+# Stored training images are shrunk to this longest side once; the largest zoom then never upsamples much.
+STORED_SIDE = 640
+
+
+def shrink_metaphase(example: dict, longest_side: int = STORED_SIDE) -> dict:
+    """`datasets.map` function: a metaphase with its longest side at most `longest_side`, boxes scaled with it."""
+    gray = as_gray_uint8(example["image"])
+    height, width = gray.shape
+    scale = min(1.0, longest_side / max(height, width))
+    if scale < 1.0:
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        gray = np.asarray(Image.fromarray(gray).resize(size, Image.Resampling.BILINEAR))
+    boxes = np.asarray(example["boxes"], dtype=np.float32).reshape(-1, 4) * scale
+    return {"image": Image.fromarray(gray), "boxes": boxes.tolist()}
+
+
+def random_crop_at_model_scale(
+    gray: np.ndarray, boxes: np.ndarray, image_size: int, crop_size: int, zoom: tuple[float, float],
+    min_visible: float = 0.4,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A `crop_size` square of the metaphase at model scale (its padded square resized to `image_size`, times a
+    random zoom), white beyond the image; boxes in that crop's pixels. Boxes less than `min_visible` inside are
+    dropped, the rest clipped."""
+    height, width = gray.shape
+    factor = image_size / max(height, width) * float(np.exp(np.random.uniform(np.log(zoom[0]), np.log(zoom[1]))))
+    window = crop_size / factor  # source pixels
+    origin = [np.random.uniform(min(0.0, side - window), max(0.0, side - window)) for side in (width, height)]
+    extent = (origin[0], origin[1], origin[0] + window, origin[1] + window)
+    crop = Image.fromarray(gray).transform((crop_size, crop_size), Image.Transform.EXTENT, extent,
+                                           resample=Image.Resampling.BILINEAR, fillcolor=255)
+    moved = (boxes - np.array(origin * 2, dtype=np.float32)) * factor
+    clipped = moved.clip(0, crop_size)
+    area = lambda b: (b[:, 2] - b[:, 0]).clip(min=0) * (b[:, 3] - b[:, 1]).clip(min=0)  # noqa: E731
+    keep = area(clipped) >= min_visible * np.maximum(area(moved), 1e-6)
+    return np.asarray(crop), clipped[keep]
+
+
+def random_exposure(gray: np.ndarray) -> np.ndarray:
+    """Contrast and gamma of the ink (255 - grey) varied, the white slide kept white: labs stain and expose differently."""
+    gain, gamma = np.random.uniform(0.7, 1.3), np.random.uniform(0.75, 1.35)
+    ink = ((255.0 - gray) / 255.0) ** gamma * gain
+    return (255.0 - 255.0 * ink.clip(0, 1)).astype(np.uint8)
+
+
+class CenterNetCollator:
+    """Metaphase examples (`image`, `boxes` xyxy pixels) -> `pixel_values` and `labels` for `CenterNetForObjectDetection`.
+
+    With `augment`: a random flip or quarter turn, zoom, crop of `crop_size` and exposure change. Without it: the
+    whole padded square at `image_size`, as at inference. Label boxes are (cx, cy, w, h) in units of `image_size`.
+    """
+
+    def __init__(self, processor: MetaphaseImageProcessor, augment: bool = False, crop_size: int = 384,
+                 zoom: tuple[float, float] = (0.8, 1.25)):
+        self.processor, self.augment, self.crop_size, self.zoom = processor, augment, crop_size, zoom
+
+    def __call__(self, examples) -> dict:
+        side = self.processor.size
+        pixels, labels = [], []
+        for example in examples:
+            gray = as_gray_uint8(example["image"])
+            boxes = np.asarray(example["boxes"], dtype=np.float32).reshape(-1, 4)
+            if self.augment:
+                gray, boxes = random_dihedral(gray, boxes)
+                gray, boxes = random_crop_at_model_scale(gray, boxes, side, self.crop_size, self.zoom)
+                pixels.append(self.processor.normalize_ink(random_exposure(gray)))
+            else:
+                pixels.append(self.processor.square_input(gray))
+                boxes = boxes * (side / max(gray.shape))
+            x0, y0, x1, y1 = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4).unbind(-1)
+            cxcywh = torch.stack([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0], dim=-1) / side
+            labels.append({"class_labels": torch.zeros(len(cxcywh), dtype=torch.int64), "boxes": cxcywh})
+        return {"pixel_values": torch.as_tensor(np.stack(pixels)), "labels": labels}

@@ -1,0 +1,113 @@
+"""Image processor for whole metaphases: pad to a white square, resize, invert; and decode the detector's output.
+
+A metaphase of any shape is padded at the bottom and right with white (empty slide, not one more dark object) to a
+square of side max(height, width), which is resized to the model's input. Boxes therefore come back as fractions of
+that square, and fractions times the square's side are the image's own pixels.
+"""
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
+
+from ..topvit.image_processing_topvit import to_grayscale_uint8
+
+
+def pad_to_square(gray: np.ndarray) -> np.ndarray:
+    """(H, W) uint8 -> (S, S) with S = max(H, W), the image at the top left, white elsewhere."""
+    height, width = gray.shape
+    square = np.full((max(height, width),) * 2, 255, dtype=np.uint8)
+    square[:height, :width] = gray
+    return square
+
+
+class MetaphaseImageProcessor(BaseImageProcessor):
+    r"""
+    Turns metaphase images into detector inputs: grey-scale -> padded with white to a square -> resized to `size`
+    (antialiased) -> inverted so the background is 0 and chromosomes bright (ink = 1 - grey / 255) -> normalised.
+
+    Args:
+        size (`int`, defaults to 512):
+            Side of the square model input; should match the model's `config.image_size`.
+        image_mean (`float`, defaults to 0.15):
+            Mean subtracted from the ink image.
+        image_std (`float`, defaults to 0.25):
+            Standard deviation the ink image is divided by.
+    """
+
+    model_input_names = ["pixel_values"]
+
+    def __init__(self, size: int = 512, image_mean: float = 0.15, image_std: float = 0.25, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(size, dict):  # tolerate the {"height": s, "width": s} form of other processors
+            size = size["height"]
+        self.size = int(size)
+        self.image_mean = float(image_mean)
+        self.image_std = float(image_std)
+
+    def preprocess(self, images, return_tensors=None) -> BatchFeature:
+        """
+        Args:
+            images: one PIL image or numpy array, or a list of them (grey, RGB(A), 8/16-bit or float).
+            return_tensors (`"pt"`, `"np"` or `None`).
+
+        Returns:
+            `BatchFeature` with `pixel_values` (batch, 1, size, size) float32 and `original_sizes` (batch, 2): the
+            (height, width) of each image, which `post_process_object_detection` needs to map boxes back.
+        """
+        if not isinstance(images, (list, tuple)):
+            images = [images]
+        if len(images) == 0:
+            raise ValueError("Got no images.")
+        grays = [to_grayscale_uint8(image) for image in images]
+        pixel_values = np.stack([self.square_input(gray) for gray in grays])
+        sizes = np.array([gray.shape for gray in grays], dtype=np.int64)
+        return BatchFeature(data={"pixel_values": pixel_values, "original_sizes": sizes}, tensor_type=return_tensors)
+
+    def square_input(self, gray: np.ndarray) -> np.ndarray:
+        """(H, W) uint8 -> (1, size, size) normalised ink; a gray image already `size` square is only normalised."""
+        square = pad_to_square(gray)
+        if square.shape[0] != self.size:
+            square = np.asarray(Image.fromarray(square).resize((self.size, self.size), Image.Resampling.BILINEAR))
+        return self.normalize_ink(square)
+
+    def normalize_ink(self, gray: np.ndarray) -> np.ndarray:
+        """(H, W) uint8 already at model scale (a training crop, say) -> (1, H, W) normalised ink."""
+        ink = 1.0 - gray.astype(np.float32) / 255.0
+        return ((ink - self.image_mean) / self.image_std)[None]
+
+    def post_process_object_detection(self, outputs, threshold: float = 0.3, target_sizes=None, top_k: int = 200):
+        """
+        Heatmap peaks (cells that are the maximum of their 3x3 neighbourhood, the top `top_k`) scoring above
+        `threshold`, with the boxes their cells predict.
+
+        Args:
+            outputs: a `CenterNetObjectDetectionOutput` (needs `heatmap_logits` and `pred_boxes`).
+            threshold: minimum peak score (sigmoid of the heatmap logit).
+            target_sizes: (height, width) of each original image (e.g. `original_sizes` from `preprocess`); boxes
+                are then in its pixels and clipped to it. Without it, boxes stay fractions of the square input.
+            top_k: most peaks per image.
+
+        Returns:
+            One dict per image: `scores` (n,), `labels` (n,) all 0 ("chromosome"), `boxes` (n, 4) x0, y0, x1, y1.
+        """
+        heat = outputs.heatmap_logits.float().sigmoid()
+        peaks = heat == F.max_pool2d(heat, kernel_size=3, stride=1, padding=1)
+        scores = (heat * peaks).flatten(1)
+        k = min(top_k, scores.shape[1])
+        top_scores, top_index = scores.topk(k, dim=1)
+        results = []
+        for image, (image_scores, index) in enumerate(zip(top_scores, top_index)):
+            keep = image_scores > threshold
+            boxes = outputs.pred_boxes[image, index[keep]].float()
+            if target_sizes is not None:
+                height, width = (int(v) for v in target_sizes[image])
+                boxes = boxes * max(height, width)
+                limits = boxes.new_tensor([width, height, width, height])
+                boxes = torch.minimum(boxes.clamp(min=0), limits)
+            results.append({"scores": image_scores[keep], "labels": torch.zeros_like(index[keep]), "boxes": boxes})
+        return results
+
+
+__all__ = ["MetaphaseImageProcessor", "pad_to_square"]

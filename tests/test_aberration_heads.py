@@ -1,0 +1,170 @@
+"""Aberration heads (TopViT classifiers over normal + aberrations), LoRA adapters, the de novo index, and AUCs."""
+
+import json
+import sys
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from peft import PeftModel
+
+from karyohf.aberrations import (
+    NORMAL,
+    DeNovoIndex,
+    aberration_classifier,
+    aberration_probabilities,
+    dataset_folder,
+    train_aberration_classifier,
+    with_lora,
+)
+from karyohf.aberrations.dataset import dataset_features
+from karyohf.crops import extract_chromosome
+from karyohf.metrics import detection_aucs
+from karyohf.models.topvit import ChromosomeImageProcessor, TopViTForImageClassification
+from tests.synthetic import banded_rod
+from tests.test_topvit import tiny_config
+
+torch.set_num_threads(1)
+LABELS = [NORMAL, "del(5q)"]
+
+
+@pytest.fixture(scope="module")
+def identity_checkpoint(tmp_path_factory):
+    """A tiny identity model (hybrid: its conv stem has BatchNorm) saved with its processor."""
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("identity")
+    TopViTForImageClassification(tiny_config(conv_stem_blocks=1)).save_pretrained(folder)
+    ChromosomeImageProcessor(size={"height": 32, "width": 16}).save_pretrained(folder)
+    return folder
+
+
+def rods_dataset(count: int = 16, seed: int = 0) -> datasets.Dataset:
+    """Normal = long banded rods; "aberrant" = rods missing a third of their length, like a terminal deletion."""
+    rng = np.random.default_rng(seed)
+    rows = {name: [] for name in dataset_features(LABELS)}
+    for k in range(count):
+        aberrant = k % 2
+        rod = banded_rod(length=int(rng.integers(100, 120)) if not aberrant else int(rng.integers(60, 75)))
+        rows["image"].append(extract_chromosome(rod, (0, 0, rod.width, rod.height)))
+        rows["label"].append(aberrant)
+        rows["iscn"].append("del(5)(q13q33)" if aberrant else NORMAL)
+        rows["chromosome"].append("5")
+        rows["source"].append("synthesized" if aberrant else "real")
+        rows["cell_id"].append(f"cell{k // 2}")
+        rows["case_id"].append(f"case{k // 4}")
+        rows["partner_cell_id"].append("")
+    return datasets.Dataset.from_dict(rows, features=dataset_features(LABELS))
+
+
+def test_pretrained_head_keeps_the_backbone_and_gets_the_new_labels(identity_checkpoint):
+    identity = TopViTForImageClassification.from_pretrained(identity_checkpoint)
+    head, processor = aberration_classifier(LABELS, str(identity_checkpoint), pretrained=True)
+    assert head.config.id2label == {0: NORMAL, 1: "del(5q)"} and head.classifier.out_features == 2
+    assert processor.size == {"height": 32, "width": 16}
+    for name, tensor in identity.topvit.state_dict().items():
+        assert torch.equal(tensor, head.topvit.state_dict()[name]), name
+    scratch, _ = aberration_classifier(LABELS, str(identity_checkpoint), pretrained=False)
+    assert scratch.config.image_size == head.config.image_size and scratch.config.hidden_size == head.config.hidden_size
+    q = "layers.0.attention.q_proj.weight"
+    assert not torch.equal(scratch.topvit.state_dict()[q], identity.topvit.state_dict()[q])
+
+
+@pytest.mark.parametrize("labels", [["del(5q)", NORMAL], [NORMAL, NORMAL], []])
+def test_head_labels_must_start_with_normal_and_be_distinct(identity_checkpoint, labels):
+    with pytest.raises(ValueError, match="normal"):
+        aberration_classifier(labels, str(identity_checkpoint))
+
+
+def test_training_learns_to_separate_normal_from_aberrant(identity_checkpoint):
+    data = rods_dataset(24)
+    model, processor = aberration_classifier(LABELS, str(identity_checkpoint), pretrained=True)
+    before = aberration_probabilities(model, processor, data["image"])[:, 1]
+    model = train_aberration_classifier(model, processor, data, steps=60, learning_rate=3e-3, batch_size=12)
+    after = aberration_probabilities(model, processor, data["image"])
+    assert not model.training and np.allclose(after.sum(1), 1.0, atol=1e-5)
+    labels = np.asarray(data["label"])
+    assert detection_aucs(labels, after[:, 1])["roc_auc"] > max(0.9, detection_aucs(labels, before)["roc_auc"])
+    with pytest.raises(ValueError, match="no chromosome crops"):
+        aberration_probabilities(model, processor, [])
+
+
+def test_lora_adapter_round_trip_gives_identical_outputs(identity_checkpoint, tmp_path):
+    data = rods_dataset(8)
+    base, processor = aberration_classifier(LABELS, str(identity_checkpoint), pretrained=True)
+    stem_stats = {n: b.clone() for n, b in base.named_buffers() if "running_mean" in n}
+    model = with_lora(base, rank=4)
+    trainable, total = model.get_nb_trainable_parameters()
+    assert 0 < trainable < 0.3 * total
+    model = train_aberration_classifier(model, processor, data, steps=5, learning_rate=1e-2, batch_size=4)
+    expected = aberration_probabilities(model, processor, data["image"])
+    model.save_pretrained(tmp_path / "adapter")
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
+    # Frozen backbone: BatchNorm statistics (outside the adapter) did not move during training.
+    for name, buffer in model.base_model.model.named_buffers():
+        if name in stem_stats:
+            assert torch.equal(buffer, stem_stats[name]), name
+
+    fresh, _ = aberration_classifier(LABELS, str(identity_checkpoint), pretrained=True)  # its new head is random
+    reloaded = PeftModel.from_pretrained(fresh, tmp_path / "adapter").eval()
+    assert np.allclose(aberration_probabilities(reloaded, processor, data["image"]), expected, atol=1e-5)
+    merged = reloaded.merge_and_unload().eval()
+    assert isinstance(merged, TopViTForImageClassification)
+    assert np.allclose(aberration_probabilities(merged, processor, data["image"]), expected, atol=1e-5)
+    other, _ = aberration_classifier(LABELS, str(identity_checkpoint), pretrained=True)
+    other.load_adapter(str(tmp_path / "adapter"))
+    assert np.allclose(aberration_probabilities(other.eval(), processor, data["image"]), expected, atol=1e-5)
+
+
+def test_de_novo_score_is_the_distance_to_the_nth_nearest_normal_of_the_class(tmp_path):
+    rng = np.random.default_rng(0)
+    normals = rng.normal(size=(30, 4)).astype(np.float32)
+    classes = np.array([0] * 20 + [1] * 10)
+    index = DeNovoIndex(normals, classes, ["1", "2", "3"], neighbours=5)
+    queries = rng.normal(size=(6, 4)).astype(np.float32)
+    predicted = np.array([0, 0, 1, 1, 2, 0])
+    scores = index.score(queries, predicted)
+    for query, label, score in zip(queries, predicted, scores):
+        distances = np.sort(np.linalg.norm(normals[classes == label] - query, axis=1))
+        assert score == (np.inf if label == 2 else pytest.approx(distances[4], rel=1e-5))
+    few = DeNovoIndex(normals, classes, ["1", "2", "3"], neighbours=50).score(queries[:1], [1])
+    assert few[0] == pytest.approx(np.linalg.norm(normals[classes == 1] - queries[0], axis=1).max(), rel=1e-5)
+    # Far from every normal of its class scores higher than one sitting among them.
+    assert index.score(np.array([[0, 0, 0, 0], [9, 9, 9, 9]], np.float32), [0, 0]).argmax() == 1
+
+    index.save_pretrained(tmp_path)
+    loaded = DeNovoIndex.from_pretrained(tmp_path)
+    assert loaded.neighbours == 5 and loaded.class_names == ["1", "2", "3"]
+    assert np.allclose(loaded.score(queries, predicted), scores, rtol=1e-3)  # stored as float16
+    with pytest.raises(FileNotFoundError, match="denovo_index"):
+        DeNovoIndex.from_pretrained(tmp_path / "nowhere")
+    with pytest.raises(ValueError, match="embeddings"):
+        index.score(queries[:, :3], predicted)
+
+
+def test_detection_aucs():
+    assert detection_aucs([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9]) == {"pr_auc": 1.0, "roc_auc": 1.0}
+    assert detection_aucs([0, 1, 0, 1], [0.1, 0.2, 0.8, 0.9])["roc_auc"] == pytest.approx(0.75)  # 3 of 4 pairs
+    assert all(np.isnan(v) for v in detection_aucs([1, 1], [0.2, 0.3]).values())
+
+
+def test_train_aberration_script_writes_a_loadable_head(identity_checkpoint, tmp_path, monkeypatch):
+    from transformers import AutoModelForImageClassification
+
+    import karyohf  # noqa: F401
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "train"))
+    import train_aberration
+
+    data_dir = tmp_path / "aberrations"
+    for split, seed in (("train", 0), ("validation", 1)):
+        rods_dataset(12, seed).save_to_disk(str(dataset_folder(data_dir, "del(5q)", 5) / split))
+    output = tmp_path / "head"
+    monkeypatch.setattr(sys, "argv", ["train_aberration.py", "--head", "del5q", "--identity", str(identity_checkpoint),
+                                      "--data-dir", str(data_dir), "--steps", "3", "--output-dir", str(output)])
+    train_aberration.main()
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert metrics["labels"] == LABELS and metrics["validation"]["del(5q)"]["aberrant"] == 6
+    assert (output / "pr_roc.png").is_file() and "del(5q)" in (output / "README.md").read_text()
+    assert AutoModelForImageClassification.from_pretrained(output).config.id2label[1] == "del(5q)"
