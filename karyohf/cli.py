@@ -1,6 +1,6 @@
 """`karyohf` command line.
 
-    karyohf demo      identify the chromosomes of one held-out real metaphase and write its karyogram
+    karyohf demo      one held-out real metaphase: detect, segment, identify, screen for aberrations, karyogram
 """
 
 from __future__ import annotations
@@ -10,21 +10,27 @@ import sys
 from pathlib import Path
 
 REPOSITORY = Path(__file__).resolve().parents[1]
-DEFAULT_IDENTIFIER = REPOSITORY / "checkpoints" / "topvit-chromid"
+CHECKPOINTS = REPOSITORY / "checkpoints"
+DEFAULT_IDENTIFIER = CHECKPOINTS / "topvit-chromid"
+DEFAULT_DETECTOR = CHECKPOINTS / "owlv2-chromosomes"
+# Aberration heads and the chromosomes each screens.
+DEFAULT_HEADS = {CHECKPOINTS / "topvit-del5q": ("5",), CHECKPOINTS / "topvit-t9-22": ("9", "22")}
 
 
 def demo(args: argparse.Namespace) -> int:
-    """Held-out metaphase -> crops of its annotated boxes -> identities -> karyogram PNG.
-
-    Detection and the Gradio app arrive with their own issues; until then the demo starts from the
-    dataset's boxes and shows the identification stage end to end on a real image.
-    """
+    """Held-out metaphase -> boxes (the shipped detector, or the annotated boxes without one) -> masks -> crops ->
+    identities -> aberration heads on 5, 9 and 22 -> karyogram PNG and a boxes overlay."""
     import numpy as np
+    from PIL import ImageDraw
 
     from .crops import extract_chromosome
     from .data import load_metaphases, split_metaphases
+    from .detection import ChromosomeDetector
+    from .detection.evaluation import count_matches
     from .identification import ChromosomeIdentifier
+    from .images import as_gray_uint8
     from .karyogram import render_karyogram
+    from .segmentation import ThresholdSegmenter
 
     if not (Path(args.identifier) / "config.json").is_file():
         print(f"no identification checkpoint at {args.identifier}", file=sys.stderr)
@@ -35,21 +41,55 @@ def demo(args: argparse.Namespace) -> int:
         print(f"image {args.image_id} is not in the validation split", file=sys.stderr)
         return 2
     metaphase = validation[ids.index(args.image_id) if args.image_id else 0]
-    crops = [extract_chromosome(metaphase["image"], box) for box in metaphase["boxes"]]
+    gray = as_gray_uint8(metaphase["image"])
+    annotated = np.asarray(metaphase["boxes"], dtype=np.float32)
+    if (Path(args.detector) / "config.json").is_file():
+        boxes = ChromosomeDetector.from_pretrained(args.detector)(gray).boxes
+        print(f"metaphase {metaphase['image_id']} (validation split): detected {len(boxes)} chromosomes, "
+              f"{len(annotated)} annotated, {count_matches(boxes, annotated)} matched at IoU 0.5")
+    else:
+        boxes = annotated
+        print(f"no detector at {args.detector}: using the {len(boxes)} annotated boxes")
+    if len(boxes) == 0:
+        print("no chromosomes found in this metaphase: nothing to identify", file=sys.stderr)
+        return 1
+    masks = ThresholdSegmenter()(gray, boxes)
+    crops = [extract_chromosome(gray, box, mask=mask) for box, mask in zip(boxes, masks)]
     result = ChromosomeIdentifier.from_pretrained(str(args.identifier))(crops)
-    names = result.label_names
-    truth = [names[i] for i in metaphase["chromosomes"]]
-    correct = int(np.sum(result.predictions == np.asarray(metaphase["chromosomes"])))
-    print(f"metaphase {metaphase['image_id']} (validation split): {len(crops)} chromosomes, "
-          f"{correct}/{len(crops)} identified correctly")
-    for index, (predicted, true) in enumerate(zip(result.labels, truth)):
-        if predicted != true:
-            print(f"  box {index}: predicted {predicted}, annotated {true} (entropy {result.entropy[index]:.2f})")
+    counts = {name: result.labels.count(name) for name in result.label_names if result.labels.count(name)}
+    print("chromosomes per class: " + ", ".join(f"{name}:{n}" for name, n in counts.items()))
+    screen_aberrations(crops, result.labels)
+
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     render_karyogram(crops, result.labels, scores=result.probabilities.max(-1)).save(output)
-    print(f"karyogram written to {output}")
+    overlay = metaphase["image"].convert("RGB")
+    draw = ImageDraw.Draw(overlay)
+    for box, label in zip(boxes, result.labels):
+        draw.rectangle([float(v) for v in box], outline=(220, 30, 30), width=2)
+        draw.text((float(box[0]) + 2, float(box[1]) + 1), label, fill=(20, 20, 200))
+    overlay.save(output.with_name("boxes.png"))
+    print(f"karyogram written to {output}, boxes to {output.with_name('boxes.png')}")
     return 0
+
+
+def screen_aberrations(crops, labels: list[str]) -> None:
+    """Run each shipped aberration head on the chromosomes of its classes and print P(aberrant)."""
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+    from .aberrations import aberration_probabilities
+
+    for folder, classes in DEFAULT_HEADS.items():
+        chosen = [k for k, label in enumerate(labels) if label in classes]
+        if not (folder / "config.json").is_file() or not chosen:
+            continue
+        model = AutoModelForImageClassification.from_pretrained(folder).eval()
+        processor = AutoImageProcessor.from_pretrained(folder)
+        probabilities = aberration_probabilities(model, processor, [crops[k] for k in chosen])
+        names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+        for k, row in zip(chosen, probabilities):
+            call = names[int(row.argmax())]
+            print(f"  chromosome {labels[k]} (box {k}): {folder.name} says {call} (P(aberrant) {1 - row[0]:.2f})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     demo_parser = commands.add_parser("demo", help=demo.__doc__.splitlines()[0])
     demo_parser.add_argument("--image-id", help="a validation metaphase id (default: the first)")
     demo_parser.add_argument("--identifier", default=str(DEFAULT_IDENTIFIER), help="identification checkpoint")
+    demo_parser.add_argument("--detector", default=str(DEFAULT_DETECTOR), help="detector checkpoint")
     demo_parser.add_argument("--output", default="demo_output/karyogram.png")
     args = parser.parse_args(argv)
     return {"demo": demo}[args.command](args)

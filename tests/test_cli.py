@@ -1,20 +1,42 @@
+import torch
 from PIL import Image
 
 from karyohf.cli import main
+from karyohf.models.centernet import CenterNetConfig, CenterNetForObjectDetection, MetaphaseImageProcessor
 from karyohf.models.topvit import ChromosomeImageProcessor, TopViTConfig, TopViTForImageClassification
 
 
-def test_demo_identifies_a_real_metaphase_and_writes_its_karyogram(real_data_root, tmp_path, capsys):
-    checkpoint = tmp_path / "tiny-chromid"
+def tiny_identifier(folder):
     config = TopViTConfig(image_size=(32, 16), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                           intermediate_size=32)
-    TopViTForImageClassification(config).save_pretrained(checkpoint)
-    ChromosomeImageProcessor(size={"height": 32, "width": 16}).save_pretrained(checkpoint)
+    TopViTForImageClassification(config).save_pretrained(folder)
+    ChromosomeImageProcessor(size={"height": 32, "width": 16}).save_pretrained(folder)
+    return folder
+
+
+def test_demo_on_annotated_boxes_writes_karyogram_and_overlay(real_data_root, tmp_path, capsys):
+    checkpoint = tiny_identifier(tmp_path / "tiny-chromid")
     output = tmp_path / "karyogram.png"
-    assert main(["demo", "--identifier", str(checkpoint), "--output", str(output)]) == 0
+    arguments = ["demo", "--identifier", str(checkpoint), "--detector", str(tmp_path / "none"), "--output", str(output)]
+    assert main(arguments) == 0
     printed = capsys.readouterr().out
-    assert "identified correctly" in printed and str(output) in printed
-    assert Image.open(output).size[0] > 100
+    assert "annotated boxes" in printed and "chromosomes per class" in printed and str(output) in printed
+    assert Image.open(output).size[0] > 100 and (tmp_path / "boxes.png").is_file()
+
+
+def test_demo_runs_a_detector_checkpoint_and_reports_what_it_found(real_data_root, tmp_path, capsys):
+    torch.manual_seed(0)
+    detector = tmp_path / "detector"
+    model = CenterNetForObjectDetection(CenterNetConfig(image_size=64, stage_channels=(8, 16), stage_blocks=(1, 0),
+                                                        neck_channels=8, head_channels=8))
+    with torch.no_grad():  # every location a confident centre: the tiny untrained model then finds "chromosomes"
+        model.heatmap_head.output.bias.fill_(5.0)
+    model.save_pretrained(detector)
+    MetaphaseImageProcessor(size=64).save_pretrained(detector)
+    checkpoint = tiny_identifier(tmp_path / "tiny-chromid")
+    assert main(["demo", "--identifier", str(checkpoint), "--detector", str(detector),
+                 "--output", str(tmp_path / "k.png")]) == 0
+    assert "detected" in capsys.readouterr().out
 
 
 def test_demo_without_a_checkpoint_says_so(tmp_path, capsys):
