@@ -269,6 +269,14 @@ def test_scoring_perfect_and_missing_detections():
     assert metrics["count_error_median"] == 1.0 and metrics["ap50"] < 0.5
 
 
+def test_ap_counts_every_detection_when_an_image_has_more_than_a_hundred():
+    grid = np.array([[x, y, x + 8, y + 8] for x in range(0, 120, 10) for y in range(0, 130, 10)], np.float32)
+    assert len(grid) > 100
+    found = [Detections(boxes=grid, scores=np.linspace(1, 0.5, len(grid)).astype(np.float32))]
+    metrics, _, _ = score_detections([grid], found, [(140, 130)])
+    assert metrics["ap50"] == pytest.approx(1.0) and metrics["ap50_95"] == pytest.approx(1.0)
+
+
 def test_baseline_on_real_validation_metaphases(real_data_root):
     from karyohf.data import load_metaphases, split_metaphases
 

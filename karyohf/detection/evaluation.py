@@ -56,8 +56,12 @@ def coco_average_precision(ground_truth: dict, results: list[dict]) -> tuple[flo
         evaluator.params.maxDets = [1, 10, max(100, int(most_per_image))]
         evaluator.evaluate()
         evaluator.accumulate()
-        evaluator.summarize()
-    return float(evaluator.stats[1]), float(evaluator.stats[0])
+    # Read AP off the precision table at the largest detection budget: COCOeval.summarize() hard-codes 100
+    # detections per image for AP50:95 and reports -1 when a metaphase needs more.
+    precision = evaluator.eval["precision"][:, :, 0, 0, -1]  # (IoU thresholds, recall points), all areas
+    at_50 = precision[0][precision[0] > -1]
+    every = precision[precision > -1]
+    return (float(at_50.mean()) if at_50.size else 0.0), (float(every.mean()) if every.size else 0.0)
 
 
 def count_matches(predicted: np.ndarray, truth: np.ndarray, iou_threshold: float = 0.5) -> int:

@@ -1,0 +1,87 @@
+"""The shipped detector and aberration heads, loaded the way users and held-out scoring load them, on real
+held-out data (skipped when the data or a checkpoint is absent)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+import karyohf  # noqa: F401  (registers the Auto classes)
+from karyohf.aberrations import aberration_probabilities, synthesize
+from karyohf.crops import extract_chromosome
+from karyohf.detection import ChromosomeDetector
+from karyohf.detection.evaluation import count_matches
+from karyohf.metrics import detection_aucs
+
+CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
+torch.set_num_threads(2)
+
+
+def checkpoint(name: str) -> Path:
+    folder = CHECKPOINTS / name
+    if not (folder / "config.json").is_file():
+        pytest.skip(f"no shipped checkpoint {name}")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def held_out_crops(real_data_root):
+    """Held-out (validation-case) karyogram crops of chromosomes 5, 9 and 22 by class name."""
+    from karyohf.data import load_karyogram_crops, split_karyogram_crops
+
+    validation = split_karyogram_crops(load_karyogram_crops(real_data_root))["validation"]
+    chosen = {4: "5", 8: "9", 21: "22"}
+    rows = [i for i, c in enumerate(validation["chromosome"]) if c in chosen]
+    crops = {name: [] for name in chosen.values()}
+    for example in validation.select(rows[:600]):
+        crops[chosen[example["chromosome"]]].append(example["image"])
+    return crops
+
+
+def normal_and_aberrant(crops, aberration, chromosome, partners=None, count=20):
+    normal = [extract_chromosome(c, (0, 0, c.width, c.height)) for c in crops[:count]]
+    aberrant = [synthesize(c, aberration, chromosome, None if partners is None else partners[k], rng=k).image
+                for k, c in enumerate(crops[count : 2 * count])]
+    return normal + aberrant, np.r_[np.zeros(len(normal)), np.ones(len(aberrant))]
+
+
+def test_shipped_detector_finds_the_chromosomes_of_held_out_metaphases(real_data_root):
+    from karyohf.data import load_metaphases, split_metaphases
+
+    detector = ChromosomeDetector.from_pretrained(checkpoint("owlv2-chromosomes"))
+    validation = split_metaphases(load_metaphases(real_data_root))["validation"].shuffle(seed=1).select(range(4))
+    matched = total = 0
+    count_errors = []
+    for example in validation:
+        truth = np.asarray(example["boxes"], dtype=np.float32)
+        found = detector(example["image"])
+        matched += count_matches(found.boxes, truth)
+        total += len(truth)
+        count_errors.append(abs(len(found) - len(truth)))
+    assert matched / total > 0.85 and np.median(count_errors) <= 3
+
+
+def test_shipped_del5q_head_separates_synthesized_deletions_from_real_fives(held_out_crops):
+    folder = checkpoint("topvit-del5q")
+    model = AutoModelForImageClassification.from_pretrained(folder).eval()
+    processor = AutoImageProcessor.from_pretrained(folder)
+    assert model.config.id2label == {0: "normal", 1: "del(5q)"}
+    images, labels = normal_and_aberrant(held_out_crops["5"], "del(5q)", "5")
+    scores = aberration_probabilities(model, processor, images)[:, 1]
+    assert detection_aucs(labels, scores)["roc_auc"] > 0.85
+
+
+def test_shipped_t9_22_head_separates_both_derivatives(held_out_crops):
+    folder = checkpoint("topvit-t9-22")
+    model = AutoModelForImageClassification.from_pretrained(folder).eval()
+    processor = AutoImageProcessor.from_pretrained(folder)
+    names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    assert names == ["normal", "der(9)t(9;22)", "der(22)t(9;22)"]
+    nines, twenty_twos = held_out_crops["9"], held_out_crops["22"]
+    for target, crops, partners, column in (("9", nines, twenty_twos, 1), ("22", twenty_twos, nines, 2)):
+        count = min(15, len(crops) // 2, len(partners))
+        images, labels = normal_and_aberrant(crops, "t(9;22)", target, partners, count)
+        scores = aberration_probabilities(model, processor, images)[:, column]
+        assert detection_aucs(labels, scores)["roc_auc"] > 0.85, target
