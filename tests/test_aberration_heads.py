@@ -168,3 +168,32 @@ def test_train_aberration_script_writes_a_loadable_head(identity_checkpoint, tmp
     assert metrics["labels"] == LABELS and metrics["validation"]["del(5q)"]["aberrant"] == 6
     assert (output / "pr_roc.png").is_file() and "del(5q)" in (output / "README.md").read_text()
     assert AutoModelForImageClassification.from_pretrained(output).config.id2label[1] == "del(5q)"
+
+
+def test_curve_and_cross_validation_scripts_write_their_figures(identity_checkpoint, tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "train"))
+    import aberration_curves
+    import rare_aberrations_cv
+
+    data_dir = tmp_path / "aberrations"
+    for key, target in (("del(5q)", 5), ("inv(3)", 3)):
+        for split, seed in (("train", 0), ("validation", 1)):
+            rods_dataset(12, seed).save_to_disk(str(dataset_folder(data_dir, key, target) / split))
+    common = ["--identity", str(identity_checkpoint), "--data-dir", str(data_dir), "--output-dir", str(tmp_path)]
+
+    monkeypatch.setattr(aberration_curves, "TARGETS", (("del(5q)", "5"),))
+    monkeypatch.setattr(sys, "argv", ["aberration_curves.py", *common, "--sizes", "4", "8", "--steps", "2"])
+    aberration_curves.main()
+    curves = json.loads((tmp_path / "aberration_curves.json").read_text())
+    assert {(r["examples"], r["init"]) for r in curves["summary"]} == {(4, "finetuned"), (4, "scratch"),
+                                                                        (8, "finetuned"), (8, "scratch")}
+    assert next(r for r in curves["summary"] if r["examples"] == 4)["seeds"] == 2
+    assert (tmp_path / "aberration_curves.png").is_file()
+
+    monkeypatch.setattr(rare_aberrations_cv, "RARE", ("inv(3)",))
+    monkeypatch.setattr(sys, "argv", ["rare_aberrations_cv.py", *common, "--per-class", "6", "--folds", "3",
+                                      "--steps", "2"])
+    rare_aberrations_cv.main()
+    folds = json.loads((tmp_path / "rare_aberrations_cv.json").read_text())["results"]["inv(3)"]["folds"]
+    assert len(folds) == 3 and sum(f["test_normal"] + f["test_aberrant"] for f in folds) == 12
+    assert (tmp_path / "rare_aberrations_cv.png").is_file()
