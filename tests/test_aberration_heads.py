@@ -197,3 +197,14 @@ def test_curve_and_cross_validation_scripts_write_their_figures(identity_checkpo
     folds = json.loads((tmp_path / "rare_aberrations_cv.json").read_text())["results"]["inv(3)"]["folds"]
     assert len(folds) == 3 and sum(f["test_normal"] + f["test_aberrant"] for f in folds) == 12
     assert (tmp_path / "rare_aberrations_cv.png").is_file()
+
+
+def test_balanced_subset_draws_each_label_equally_and_reproducibly():
+    from karyohf.aberrations import balanced_subset
+
+    data = rods_dataset(16)
+    subset = balanced_subset(data, 3, seed=4)
+    assert sorted(subset["label"]) == [0, 0, 0, 1, 1, 1]
+    assert subset["cell_id"] == balanced_subset(data, 3, seed=4)["cell_id"]
+    with pytest.raises(ValueError, match="asked for 9"):
+        balanced_subset(data, 9)

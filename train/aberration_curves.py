@@ -23,6 +23,7 @@ import torch
 from karyohf.aberrations import (
     aberration_classifier,
     aberration_probabilities,
+    balanced_subset,
     label_names,
     load_aberration_dataset,
     train_aberration_classifier,
@@ -46,14 +47,6 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def balanced_sample(dataset, size: int, seed: int):
-    """`size` examples, half of each label, drawn with `seed`."""
-    rng = np.random.default_rng(seed)
-    labels = np.asarray(dataset["label"])
-    picked = [rng.choice(np.flatnonzero(labels == label), size // 2, replace=False) for label in (0, 1)]
-    return dataset.select(np.concatenate(picked).tolist())
-
-
 def main() -> None:
     args = parse_args()
     if args.threads:
@@ -67,7 +60,7 @@ def main() -> None:
         is_aberrant = np.asarray(validation["label"]) == 1
         for size in args.sizes:
             for seed in range(args.seeds if size <= args.repeat_below else 1):
-                subset = balanced_sample(train, size, seed)
+                subset = balanced_subset(train, size // 2, seed)
                 for pretrained in (True, False):
                     started = time.time()
                     model, processor = aberration_classifier(names, args.identity, pretrained=pretrained)

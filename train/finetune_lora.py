@@ -31,6 +31,7 @@ from transformers import set_seed
 from karyohf.aberrations import (
     aberration_classifier,
     aberration_probabilities,
+    balanced_subset,
     label_names,
     load_aberration_dataset,
     train_aberration_classifier,
@@ -59,10 +60,7 @@ def main() -> None:
     set_seed(args.seed)
     names = label_names(args.aberration, args.target)
     train = load_aberration_dataset(args.target, args.aberration, "train", args.data_dir)
-    labels = np.asarray(train["label"])
-    rng = np.random.default_rng(args.seed)
-    picked = [rng.choice(np.flatnonzero(labels == label), args.examples // 2, replace=False) for label in (0, 1)]
-    train = train.select(np.concatenate(picked).tolist())
+    train = balanced_subset(train, args.examples // 2, args.seed)
 
     base, processor = aberration_classifier(names, args.identity, pretrained=True)
     model = with_lora(base, rank=args.rank)

@@ -23,6 +23,7 @@ from sklearn.model_selection import GroupKFold
 from karyohf.aberrations import (
     aberration_classifier,
     aberration_probabilities,
+    balanced_subset,
     label_names,
     load_aberration_dataset,
     train_aberration_classifier,
@@ -51,10 +52,7 @@ def pool(key: str, target: str, per_class: int, data_dir: Path, seed: int) -> da
     """`per_class` examples of each label, from both splits together."""
     both = datasets.concatenate_datasets([load_aberration_dataset(target, key, split, data_dir)
                                           for split in ("train", "validation")])
-    rng = np.random.default_rng(seed)
-    labels = np.asarray(both["label"])
-    picked = [rng.choice(np.flatnonzero(labels == label), per_class, replace=False) for label in (0, 1)]
-    return both.select(np.concatenate(picked).tolist())
+    return balanced_subset(both, per_class, seed)
 
 
 def main() -> None:

@@ -5,7 +5,7 @@ real partner for translocations); `aberration_dataset` pairs real normal crops w
 aberrant ones, split by case; `geometry` measures chromosomes along their medial axis.
 """
 
-from .dataset import NORMAL, aberration_dataset, dataset_folder, label_names, load_aberration_dataset
+from .dataset import NORMAL, aberration_dataset, balanced_subset, dataset_folder, label_names, load_aberration_dataset
 from .geometry import Centromere, MedialAxis, Strip, estimate_centromere, medial_axis, p_arm_up, straighten
 from .denovo import DeNovoIndex
 from .heads import aberration_classifier, aberration_probabilities, train_aberration_classifier, with_lora
@@ -16,6 +16,7 @@ __all__ = [
     "NORMAL",
     "aberration_classifier",
     "aberration_probabilities",
+    "balanced_subset",
     "dataset_folder",
     "load_aberration_dataset",
     "train_aberration_classifier",

@@ -57,6 +57,20 @@ def load_aberration_dataset(
     return aberration_dataset(target_chromosome, aberration_key, split, **kwargs)
 
 
+def balanced_subset(dataset: datasets.Dataset, per_class: int, seed: int = 0) -> datasets.Dataset:
+    """`per_class` examples of each label (normal, aberrant), drawn without replacement with `seed`: the small
+    training sets of learning curves, cross-validation pools and few-shot finetuning."""
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(dataset["label"])
+    picked = []
+    for label in np.unique(labels):
+        rows = np.flatnonzero(labels == label)
+        if len(rows) < per_class:
+            raise ValueError(f"asked for {per_class} examples of label {label}, the dataset has {len(rows)}")
+        picked.append(rng.choice(rows, per_class, replace=False))
+    return dataset.select(np.concatenate(picked).tolist())
+
+
 def dataset_features(names: list[str]) -> datasets.Features:
     return datasets.Features(
         {
