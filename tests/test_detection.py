@@ -27,8 +27,8 @@ from karyohf.detection.owlv2 import (
     owlv2_from_scratch,
     predict,
     query_embedding,
-    random_dihedral,
 )
+from karyohf.detection.boxes import random_dihedral
 from tests.synthetic import banded_rod, metaphase_with
 
 torch.set_num_threads(1)

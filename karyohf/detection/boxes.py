@@ -1,4 +1,5 @@
-"""Box coordinates between image pixels and OWLv2's frame, and non-maximum suppression.
+"""Box coordinates between image pixels and OWLv2's frame, non-maximum suppression, and the flips and quarter
+turns every detector trains with.
 
 OWLv2 never sees a non-square image: the image is padded at the bottom and right to a square of
 side max(height, width) and that square is resized to the model's input. Its boxes are therefore
@@ -68,3 +69,19 @@ def non_maximum_suppression(boxes, scores, iou_threshold: float, groups=None) ->
         raise ValueError(f"{len(boxes)} boxes but {len(scores)} scores")
     groups = torch.zeros(len(boxes), dtype=torch.int64) if groups is None else torch.as_tensor(groups, dtype=torch.int64)
     return batched_nms(boxes, scores, groups.to(boxes.device), iou_threshold)
+
+
+def random_dihedral(gray: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One of the 8 flips and quarter turns, uniformly: a metaphase has no up, down, left or right.
+
+    Draws from torch's generator, which the DataLoader seeds differently in every worker.
+    """
+    height, width = gray.shape
+    x0, y0, x1, y1 = boxes.T
+    if torch.rand(()) < 0.5:
+        gray, x0, x1 = gray[:, ::-1], width - x1, width - x0
+    if torch.rand(()) < 0.5:
+        gray, y0, y1 = gray[::-1], height - y1, height - y0
+    if torch.rand(()) < 0.5:
+        gray, x0, y0, x1, y1 = gray.T, y0, x0, y1, x1
+    return np.ascontiguousarray(gray), np.stack([x0, y0, x1, y1], axis=1).astype(np.float32)

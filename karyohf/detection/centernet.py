@@ -13,7 +13,7 @@ from PIL import Image
 
 from ..images import as_gray_uint8
 from ..models.centernet import MetaphaseImageProcessor
-from .owlv2 import random_dihedral
+from .boxes import random_dihedral
 
 # Stored training images are shrunk to this longest side once; the largest zoom then never upsamples much.
 STORED_SIDE = 640

@@ -24,7 +24,7 @@ from transformers.image_transforms import center_to_corners_format
 from transformers.loss.loss_deformable_detr import DeformableDetrHungarianMatcher, DeformableDetrImageLoss
 
 from ..images import as_gray_uint8
-from .boxes import xyxy_to_padded_cxcywh
+from .boxes import random_dihedral, xyxy_to_padded_cxcywh
 
 QUERY = "chromosomes"
 # OWLv2's text length; the processor pads every query to the tokenizer's model_max_length.
@@ -139,22 +139,6 @@ def query_inputs(processor: Owlv2Processor) -> dict[str, torch.Tensor]:
     """The tokenised query, (1, MAX_TEXT_LENGTH), padded the way OWLv2 was trained."""
     encoding = processor(text=[QUERY], return_tensors="pt")
     return {"input_ids": encoding["input_ids"], "attention_mask": encoding["attention_mask"]}
-
-
-def random_dihedral(gray: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """One of the 8 flips and quarter turns, uniformly: a metaphase has no up, down, left or right.
-
-    Draws from torch's generator, which the DataLoader seeds differently in every worker.
-    """
-    height, width = gray.shape
-    x0, y0, x1, y1 = boxes.T
-    if torch.rand(()) < 0.5:
-        gray, x0, x1 = gray[:, ::-1], width - x1, width - x0
-    if torch.rand(()) < 0.5:
-        gray, y0, y1 = gray[::-1], height - y1, height - y0
-    if torch.rand(()) < 0.5:
-        gray, x0, y0, x1, y1 = gray.T, y0, x0, y1, x1
-    return np.ascontiguousarray(gray), np.stack([x0, y0, x1, y1], axis=1).astype(np.float32)
 
 
 class DetectionCollator:
