@@ -56,16 +56,18 @@ def demo(args: argparse.Namespace) -> int:
     masks = ThresholdSegmenter()(gray, boxes)
     crops = [extract_chromosome(gray, box, mask=mask) for box, mask in zip(boxes, masks)]
     result = ChromosomeIdentifier.from_pretrained(str(args.identifier))(crops)
-    counts = {name: result.labels.count(name) for name in result.label_names if result.labels.count(name)}
+    # The crops are one cell: label them jointly (two copies per autosome expected), as a karyogram is arranged.
+    labels = [result.label_names[i] for i in result.within_cell()]
+    counts = {name: labels.count(name) for name in result.label_names if labels.count(name)}
     print("chromosomes per class: " + ", ".join(f"{name}:{n}" for name, n in counts.items()))
-    screen_aberrations(crops, result.labels)
+    screen_aberrations(crops, labels)
 
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    render_karyogram(crops, result.labels, scores=result.probabilities.max(-1)).save(output)
+    render_karyogram(crops, labels, scores=result.probabilities.max(-1)).save(output)
     overlay = metaphase["image"].convert("RGB")
     draw = ImageDraw.Draw(overlay)
-    for box, label in zip(boxes, result.labels):
+    for box, label in zip(boxes, labels):
         draw.rectangle([float(v) for v in box], outline=(220, 30, 30), width=2)
         draw.text((float(box[0]) + 2, float(box[1]) + 1), label, fill=(20, 20, 200))
     overlay.save(output.with_name("boxes.png"))

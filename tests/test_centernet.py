@@ -13,7 +13,12 @@ from transformers import AutoImageProcessor, AutoModelForObjectDetection, Traine
 
 from karyohf.detection import ChromosomeDetector
 from karyohf.detection.centernet import CenterNetCollator, random_crop_at_model_scale, shrink_metaphase
-from karyohf.models.centernet import CenterNetConfig, CenterNetForObjectDetection, MetaphaseImageProcessor
+from karyohf.models.centernet import (
+    CenterNetConfig,
+    CenterNetForObjectDetection,
+    MetaphaseImageProcessor,
+    flip_averaged_outputs,
+)
 from karyohf.models.centernet.modeling_centernet import (
     CenterNetObjectDetectionOutput,
     centernet_targets,
@@ -40,6 +45,8 @@ def test_config_rejects_geometries_the_model_cannot_build():
         CenterNetConfig(stage_channels=(8, 16), stage_blocks=(1,))
     with pytest.raises(StrictDataclassError, match="box_region_threshold"):
         CenterNetConfig(box_region_threshold=1.5)
+    with pytest.raises(StrictDataclassError, match="test_time_flips"):
+        CenterNetConfig(test_time_flips=["diagonal"])
     config = CenterNetConfig(**TINY)
     assert config.output_stride == 4 and config.id2label == {0: "chromosome"}
 
@@ -154,6 +161,39 @@ def test_detector_api_on_centernet(tmp_path):
     assert loaded.query is None and np.allclose(loaded(gray).boxes, found.boxes, atol=1e-4)
 
 
+def test_flip_averaging_is_exactly_mirror_equivariant_and_reaches_the_detector(tmp_path):
+    model, processor = tiny_centernet()
+    model.eval()
+    pixels = processor(np.asarray(two_rod_metaphases()[0]["image"]), return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        assert torch.allclose(flip_averaged_outputs(model, pixels, ()).pred_boxes, model(pixel_values=pixels).pred_boxes)
+        for flips in (("horizontal",), ("horizontal", "vertical", "both")):
+            averaged = flip_averaged_outputs(model, pixels, flips)
+            mirrored = flip_averaged_outputs(model, pixels.flip(-1), flips)
+            # Averaging over a flip group makes the output see a mirrored image as the mirror of the original:
+            # a wrong un-flip of the maps or of the box coordinates breaks this.
+            assert torch.allclose(mirrored.heatmap_logits.flip(-1), averaged.heatmap_logits, atol=1e-5)
+            rows, columns = averaged.heatmap_logits.shape[-2:]
+            boxes = mirrored.pred_boxes.unflatten(1, (rows, columns)).flip(2)
+            x0, y0, x1, y1 = boxes.unbind(-1)
+            assert torch.allclose(torch.stack([1 - x1, y0, 1 - x0, y1], -1).flatten(1, 2), averaged.pred_boxes, atol=1e-5)
+    with pytest.raises(ValueError, match="flips must be among"):
+        flip_averaged_outputs(model, pixels, ("diagonal",))
+    # The detector takes the checkpoint's saved setting unless told otherwise.
+    gray = np.asarray(two_rod_metaphases()[0]["image"])
+    plain = ChromosomeDetector(model, processor, score_threshold=0.0, nms_iou=0.7)(gray)
+    model.config.test_time_flips = ("horizontal",)
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    detector = ChromosomeDetector.from_pretrained(tmp_path, score_threshold=0.0, nms_iou=0.7)
+    assert detector.test_time_flips == ("horizontal",)
+    found = detector(gray)
+    assert len(found) > 0 and (found.boxes[:, 2] <= 240).all() and (found.boxes[:, 3] <= 200).all()
+    assert not np.array_equal(found.scores, plain.scores)
+    unflipped = ChromosomeDetector.from_pretrained(tmp_path, score_threshold=0.0, nms_iou=0.7, test_time_flips=())
+    assert np.allclose(unflipped(gray).scores, plain.scores, atol=1e-5)
+
+
 def test_training_crops_keep_boxes_on_their_chromosomes():
     image, boxes = metaphase_with([(banded_rod(60), (30, 40), 0), (banded_rod(50), (140, 60), 90)], size=(240, 200))
     gray, boxes = np.asarray(image), np.asarray(boxes, dtype=np.float32)
@@ -182,3 +222,10 @@ def test_training_script_runs_end_to_end(tmp_path, monkeypatch):
     assert metrics["centernet"]["images"] == 3 and metrics["training"]["steps"] == 3
     assert "CenterNet" in (output / "README.md").read_text()
     assert ChromosomeDetector.from_pretrained(output).model.config.image_size == 64
+    assert "no test-time flips" in (output / "README.md").read_text()
+    # Re-scoring with test-time flips saves the setting with the weights and describes it in the card.
+    train_centernet.main(["--init", str(output), "--output-dir", str(output), "--data-root", str(data),
+                          "--evaluate-only", "--test-time-flips", "horizontal", "--threads", "1"])
+    assert ChromosomeDetector.from_pretrained(output).test_time_flips == ("horizontal",)
+    assert "averaged with its horizontal mirror" in (output / "README.md").read_text()
+    assert json.loads((output / "metrics.json").read_text())["training"]["steps"] == 3

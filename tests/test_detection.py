@@ -195,6 +195,8 @@ def test_detector_returns_the_same_boxes_for_gray_rgb_and_16_bit_versions_of_an_
 def test_detector_maps_model_boxes_back_to_original_pixels(monkeypatch):
     model, processor = tiny_owlv2()
     detector = ChromosomeDetector(model, processor, score_threshold=0.5)
+    with pytest.raises(ValueError, match="CenterNet detectors only"):
+        ChromosomeDetector(model, processor, test_time_flips=("horizontal",))
     patches = (64 // 16) ** 2
 
     def one_confident_box(model, pixels, query):

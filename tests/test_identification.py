@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from karyohf.cytogenetics import CHROMOSOMES
-from karyohf.identification import ChromosomeIdentifier
+from karyohf.identification import ChromosomeIdentifier, assign_within_cell
 from karyohf.karyogram import render_karyogram
 from karyohf.metrics import accuracy_at_retention, confusion_matrix, entropy_curve, prediction_entropy
 from karyohf.models.topvit import ChromosomeImageProcessor, TopViTConfig, TopViTForImageClassification
@@ -48,6 +48,41 @@ def test_identifier_batches_and_returns_probabilities_and_embeddings():
     assert np.allclose(one_by_one, result.probabilities, atol=1e-5)
     with pytest.raises(ValueError, match="no chromosome crops"):
         identifier([])
+
+
+def _cell_probabilities(argmax_classes, confidence):
+    """One row per crop: `confidence` on its argmax class, the rest spread evenly."""
+    probabilities = np.full((len(argmax_classes), 24), (1 - confidence) / 23)
+    probabilities[np.arange(len(argmax_classes)), argmax_classes] = confidence
+    return probabilities
+
+
+def test_cell_context_moves_a_third_copy_to_the_class_short_of_one():
+    # A normal female cell whose crop-level argmax calls one 5 a "4": three 4s and one 5.
+    truth = np.repeat(np.arange(23), 2)  # 1..22 and X, two each
+    probabilities = _cell_probabilities(truth, 0.9)
+    probabilities[9] = 0.0
+    probabilities[9, [3, 4]] = [0.55, 0.45]  # crop 9 is a 5 (class 4) that looks slightly more like a 4
+    assert probabilities.argmax(1)[9] == 3
+    assigned = assign_within_cell(probabilities, CHROMOSOMES)
+    assert (assigned == truth).all()
+    # Without the copy-number prior (zero cost), the crop-level answer stands.
+    assert (assign_within_cell(probabilities, CHROMOSOMES, extra_copy_cost=0.0) == probabilities.argmax(1)).all()
+
+
+def test_cell_context_keeps_a_trisomy_the_crops_clearly_show():
+    truth = np.concatenate([np.repeat(np.arange(23), 2), [20]])  # 47,XX,+21
+    assigned = assign_within_cell(_cell_probabilities(truth, 0.999), CHROMOSOMES)
+    assert (assigned == truth).all() and (assigned == 20).sum() == 3
+
+
+def test_cell_context_allows_one_y_and_refuses_misshaped_input():
+    truth = np.concatenate([np.repeat(np.arange(22), 2), [22, 23]])  # 46,XY
+    assert (assign_within_cell(_cell_probabilities(truth, 0.9), CHROMOSOMES) == truth).all()
+    with pytest.raises(ValueError, match="probabilities must be"):
+        assign_within_cell(np.ones((3, 5)) / 5, CHROMOSOMES)
+    with pytest.raises(ValueError, match="extra_copy_cost"):
+        assign_within_cell(_cell_probabilities(truth, 0.9), CHROMOSOMES, extra_copy_cost=-1)
 
 
 def test_karyogram_puts_each_class_in_its_place():

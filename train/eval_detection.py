@@ -74,6 +74,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--score-threshold", type=float, default=None,
                         help="operating point for recall, precision and counts (default: the detector's own for OWLv2, every blob for the baseline)")
     parser.add_argument("--nms-iou", type=float, default=0.5)
+    parser.add_argument("--test-time-flips", nargs="*", choices=["horizontal", "vertical", "both"], default=None,
+                        help="CenterNet: average over these mirror images (default: the checkpoint's own setting)")
     parser.add_argument("--data-root", default=None, help="data folder (default: $KARYOHF_DATA or ../shared/data)")
     parser.add_argument("--output-dir", type=Path, default=None, help="default: runs/eval-detection/<detector>")
     parser.add_argument("--device", default=None)
@@ -94,7 +96,8 @@ def main() -> None:
     else:
         name = Path(args.checkpoint).name
         detector = ChromosomeDetector.from_pretrained(args.checkpoint, device=args.device,
-                                                      score_threshold=AP_SCORE_FLOOR, nms_iou=args.nms_iou)
+                                                      score_threshold=AP_SCORE_FLOOR, nms_iou=args.nms_iou,
+                                                      test_time_flips=args.test_time_flips)
         score_threshold = DEFAULT_SCORE_THRESHOLD if args.score_threshold is None else args.score_threshold
     output_dir = args.output_dir or Path("runs/eval-detection") / name
     metrics = evaluate_detector(detector, validation_metaphases(args.limit, args.data_root), score_threshold, output_dir)

@@ -28,7 +28,7 @@ from karyohf.cards import write_model_card
 from karyohf.data import load_metaphases, split_metaphases
 from karyohf.detection import ChromosomeDetector, OtsuBaselineDetector
 from karyohf.detection.centernet import CenterNetCollator, shrink_metaphase
-from karyohf.models.centernet import CenterNetConfig, CenterNetForObjectDetection, MetaphaseImageProcessor
+from karyohf.models.centernet import MIRROR_FLIPS, CenterNetConfig, CenterNetForObjectDetection, MetaphaseImageProcessor
 from karyohf.training import WallClockGuard, seconds_per_step
 
 from eval_detection import AP_SCORE_FLOOR, evaluate_detector, format_table, validation_metaphases  # train/, beside this script
@@ -60,6 +60,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--data-root", default=None, help="data folder (default: $KARYOHF_DATA or ../shared/data)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--test-time-flips", nargs="*", choices=list(MIRROR_FLIPS), default=None,
+                        help="mirror images the shipped detector averages over, saved in its config (default: keep)")
     parser.add_argument("--evaluate-only", action="store_true",
                         help="re-score the --init checkpoint and rewrite its metrics and card (training record kept)")
     args = parser.parse_args(argv)
@@ -113,8 +115,10 @@ def main(argv=None) -> None:
         model, processor, training = train(args)
         if model is None:  # not the main process of a multi-GPU run
             return
-        model.save_pretrained(args.output_dir)
-        processor.save_pretrained(args.output_dir)
+    if args.test_time_flips is not None:
+        model.config.test_time_flips = tuple(args.test_time_flips)
+    model.save_pretrained(args.output_dir)
+    processor.save_pretrained(args.output_dir)
     score_and_describe(args, model.float().eval(), processor, validation, training)
 
 
@@ -165,6 +169,9 @@ def score_and_describe(args, model, processor, validation, training: dict) -> No
         train_images=f"{training['train_images']:,}", validation_images=metrics["images"],
         validation_chromosomes=f"{metrics['chromosomes']:,}", ap_floor=AP_SCORE_FLOOR,
         score_threshold=args.score_threshold,
+        test_time_flips=(f"averaged with its {' + '.join(config.test_time_flips)} mirror image(s) (`test_time_flips` in "
+                         "config.json; pass `test_time_flips=()` to `ChromosomeDetector` for one plain forward)"
+                         if config.test_time_flips else "one forward per image, no test-time flips"),
         results_table=format_table({args.output_dir.name: metrics, "Otsu + connected components": baseline}),
         ap_status="met" if metrics["ap50"] >= TARGET_AP50 else "not met",
         count_status="met" if metrics["count_error_median"] <= TARGET_COUNT_ERROR else "not met",

@@ -17,6 +17,7 @@ import torch
 from transformers import AutoConfig, AutoImageProcessor, AutoModelForObjectDetection, Owlv2ForObjectDetection
 
 from ..images import as_gray_uint8
+from ..models.centernet import flip_averaged_outputs
 from .boxes import Detections, non_maximum_suppression, padded_cxcywh_to_xyxy
 from .owlv2 import load_owlv2, pixel_values, predict, query_embedding
 
@@ -24,7 +25,8 @@ DEFAULT_SCORE_THRESHOLD = 0.3
 
 
 class ChromosomeDetector:
-    def __init__(self, model, processor, score_threshold: float = DEFAULT_SCORE_THRESHOLD, nms_iou: float = 0.5):
+    def __init__(self, model, processor, score_threshold: float = DEFAULT_SCORE_THRESHOLD, nms_iou: float = 0.5,
+                 test_time_flips: tuple[str, ...] | None = None):
         if not 0.0 <= score_threshold < 1.0:
             raise ValueError(f"score_threshold must be in [0, 1), got {score_threshold}")
         if not 0.0 <= nms_iou <= 1.0:
@@ -34,6 +36,10 @@ class ChromosomeDetector:
         self.score_threshold = score_threshold
         self.nms_iou = nms_iou
         self.query = query_embedding(model, processor) if isinstance(model, Owlv2ForObjectDetection) else None
+        if test_time_flips and self.query is not None:
+            raise ValueError("test_time_flips applies to CenterNet detectors only (OWLv2 scores patches, not a heatmap)")
+        # None: the setting saved with the checkpoint, measured with its weights.
+        self.test_time_flips = tuple(getattr(model.config, "test_time_flips", ()) if test_time_flips is None else test_time_flips)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | None = None, **kwargs) -> "ChromosomeDetector":
@@ -77,7 +83,11 @@ class ChromosomeDetector:
         """Every heatmap peak scoring above the threshold: its box in image pixels, and its score."""
         inputs = self.processor(gray, return_tensors="pt")
         device = next(self.model.parameters()).device
-        outputs = self.model(pixel_values=inputs["pixel_values"].to(device=device, dtype=self.model.dtype))
+        pixels = inputs["pixel_values"].to(device=device, dtype=self.model.dtype)
+        if self.test_time_flips:
+            outputs = flip_averaged_outputs(self.model, pixels, self.test_time_flips)
+        else:
+            outputs = self.model(pixel_values=pixels)
         found = self.processor.post_process_object_detection(
             outputs, threshold=self.score_threshold, target_sizes=inputs["original_sizes"],
             top_k=self.model.config.max_detections,

@@ -2,9 +2,14 @@
 
 from transformers import AutoConfig, AutoImageProcessor, AutoModelForObjectDetection
 
-from .configuration_centernet import CenterNetConfig
+from .configuration_centernet import MIRROR_FLIPS, CenterNetConfig
 from .image_processing_centernet import MetaphaseImageProcessor, pad_to_square
-from .modeling_centernet import CenterNetForObjectDetection, CenterNetObjectDetectionOutput, CenterNetPreTrainedModel
+from .modeling_centernet import (
+    CenterNetForObjectDetection,
+    CenterNetObjectDetectionOutput,
+    CenterNetPreTrainedModel,
+    flip_averaged_outputs,
+)
 
 
 # Local registration: from_pretrained(dir) through the Auto classes works without trust_remote_code.
@@ -13,10 +18,12 @@ AutoModelForObjectDetection.register(CenterNetConfig, CenterNetForObjectDetectio
 AutoImageProcessor.register(CenterNetConfig, image_processor_classes={"pil": MetaphaseImageProcessor}, exist_ok=True)
 
 __all__ = [
+    "MIRROR_FLIPS",
     "CenterNetConfig",
     "CenterNetForObjectDetection",
     "CenterNetObjectDetectionOutput",
     "CenterNetPreTrainedModel",
     "MetaphaseImageProcessor",
+    "flip_averaged_outputs",
     "pad_to_square",
 ]

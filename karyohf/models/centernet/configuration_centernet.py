@@ -3,6 +3,9 @@
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
+# Mirror images a detector may average over at inference (see `flip_averaged_outputs`).
+MIRROR_FLIPS = ("horizontal", "vertical", "both")
+
 
 @strict
 class CenterNetConfig(PreTrainedConfig):
@@ -40,6 +43,9 @@ class CenterNetConfig(PreTrainedConfig):
             Weight of the GIoU box loss against the heatmap focal loss.
         max_detections (`int`, defaults to 200):
             Heatmap peaks kept per image by post-processing (a metaphase has ~46 chromosomes).
+        test_time_flips (`tuple[str, ...]`, defaults to `()`):
+            Mirror images ("horizontal", "vertical", "both") that `ChromosomeDetector` averages the heatmap and boxes
+            over by default: an inference setting saved with the weights it was measured on.
         initializer_range (`float`, defaults to 0.02):
             Unused by the convolutions (Kaiming init); kept for transformers' conventions.
     """
@@ -58,12 +64,14 @@ class CenterNetConfig(PreTrainedConfig):
     box_region_threshold: float = 0.2
     box_loss_weight: float | int = 5.0
     max_detections: int = 200
+    test_time_flips: tuple[str, ...] | list[str] = ()
     initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs):
         # JSON turns tuples into lists; keep one canonical form so configs compare equal after a round trip.
         self.stage_channels = tuple(self.stage_channels)
         self.stage_blocks = tuple(self.stage_blocks)
+        self.test_time_flips = tuple(self.test_time_flips)
         kwargs.setdefault("id2label", {0: "chromosome"})
         kwargs.setdefault("label2id", {"chromosome": 0})
         super().__post_init__(**kwargs)
@@ -92,8 +100,11 @@ class CenterNetConfig(PreTrainedConfig):
                              f"{self.stage_blocks}.")
         if self.box_scale <= 0 or self.gaussian_alpha <= 0 or self.box_loss_weight < 0:
             raise ValueError("`box_scale` and `gaussian_alpha` must be positive and `box_loss_weight` >= 0.")
+        unknown = [flip for flip in self.test_time_flips if flip not in MIRROR_FLIPS]
+        if unknown:
+            raise ValueError(f"`test_time_flips` must be among {MIRROR_FLIPS}, got {unknown}.")
         if not 0.0 < self.box_region_threshold < 1.0:
             raise ValueError(f"`box_region_threshold` must lie in (0, 1), got {self.box_region_threshold}.")
 
 
-__all__ = ["CenterNetConfig"]
+__all__ = ["MIRROR_FLIPS", "CenterNetConfig"]

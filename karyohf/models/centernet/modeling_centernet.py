@@ -22,7 +22,7 @@ from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
-from .configuration_centernet import CenterNetConfig
+from .configuration_centernet import MIRROR_FLIPS, CenterNetConfig
 
 
 # Initial heatmap bias: every location starts with a 1% chance of a centre, so the focal loss is not swamped at
@@ -212,6 +212,38 @@ class CenterNetForObjectDetection(CenterNetPreTrainedModel):
         return heatmap_loss, box_loss
 
 
+def flip_averaged_outputs(
+    model: CenterNetForObjectDetection, pixel_values: torch.Tensor, flips: tuple[str, ...]
+) -> CenterNetObjectDetectionOutput:
+    """The detector's heatmap and boxes averaged over the image and its mirror images (test-time augmentation).
+
+    A chromosome's mirror image is a chromosome: each flipped view is run in one batch with the original, its maps
+    are flipped back (boxes mirrored about the square input's centre) and the logits and boxes averaged, so every
+    location scores what the model sees from several views. Costs one forward per view.
+    """
+    unknown = [flip for flip in flips if flip not in MIRROR_FLIPS]
+    if unknown:
+        raise ValueError(f"flips must be among {MIRROR_FLIPS}, got {unknown}")
+    axes = {"horizontal": (-1,), "vertical": (-2,), "both": (-2, -1)}  # pixel axes each of MIRROR_FLIPS reverses
+    views = [pixel_values] + [pixel_values.flip(axes[flip]) for flip in flips]
+    outputs = model(pixel_values=torch.cat(views))
+    batch, rows, columns = len(pixel_values), *outputs.heatmap_logits.shape[-2:]
+    heatmaps = outputs.heatmap_logits.split(batch)
+    boxes = outputs.pred_boxes.unflatten(1, (rows, columns)).split(batch)  # (B, rows, cols, 4) xyxy fractions
+    heatmap_sum, box_sum = heatmaps[0].clone(), boxes[0].clone()
+    for flip, heatmap, box in zip(flips, heatmaps[1:], boxes[1:]):
+        heatmap_sum += heatmap.flip(axes[flip])
+        box = box.flip([axis - 1 for axis in axes[flip]])  # the (rows, cols) axes sit one before the box axis
+        x0, y0, x1, y1 = box.unbind(-1)
+        if flip in ("horizontal", "both"):
+            x0, x1 = 1 - x1, 1 - x0
+        if flip in ("vertical", "both"):
+            y0, y1 = 1 - y1, 1 - y0
+        box_sum += torch.stack([x0, y0, x1, y1], dim=-1)
+    views_count = len(views)
+    return CenterNetObjectDetectionOutput(heatmap_logits=heatmap_sum / views_count, pred_boxes=(box_sum / views_count).flatten(1, 2))
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Targets and losses. Plain functions so tests can check them on hand-made boxes.
 # ---------------------------------------------------------------------------------------------------------------
@@ -278,4 +310,9 @@ def gaussian_focal_loss(logits: torch.Tensor, heatmap: torch.Tensor, alpha: floa
     return positive_loss + negative_loss
 
 
-__all__ = ["CenterNetForObjectDetection", "CenterNetObjectDetectionOutput", "CenterNetPreTrainedModel"]
+__all__ = [
+    "CenterNetForObjectDetection",
+    "CenterNetObjectDetectionOutput",
+    "CenterNetPreTrainedModel",
+    "flip_averaged_outputs",
+]
