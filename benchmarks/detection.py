@@ -1,7 +1,8 @@
 """Detector latency per metaphase on this CPU: the whole `ChromosomeDetector` call (grey conversion, padding,
 resize, forward, peak decoding, NMS) on real validation metaphases of every size in the data, 360-1360 px.
 
-Rows: the shipped detector (checkpoints/owlv2-chromosomes) and, for comparison, a random-init OWLv2 at the
+Rows: the shipped detector (checkpoints/owlv2-chromosomes) as shipped and, when its config asks for test-time
+flips, as one plain forward; for comparison, a random-init OWLv2 at the
 geometry a from-scratch ViT detector would need (512 px, patch 16, width 256 x 6 layers; latency does not depend on
 the weights). Goal: <= 300 ms per metaphase for the shipped one on 2 cores.
 
@@ -54,9 +55,14 @@ def main() -> None:
     sizes = [image.shape for image in images]
     rows = {}
     if (SHIPPED / "config.json").is_file():
-        shipped = ChromosomeDetector.from_pretrained(SHIPPED)
-        rows["shipped " + shipped.model.config.model_type] = {
-            "parameters": shipped.model.num_parameters(), **time_detector(shipped, images, args.repeats)}
+        # As shipped (with the checkpoint's test-time flips, if any), and as one plain forward.
+        for flips in (None, ()):
+            shipped = ChromosomeDetector.from_pretrained(SHIPPED, test_time_flips=flips)
+            views = " + ".join(("plain",) + shipped.test_time_flips)
+            rows[f"shipped {shipped.model.config.model_type} ({views})"] = {
+                "parameters": shipped.model.num_parameters(), **time_detector(shipped, images, args.repeats)}
+            if not shipped.test_time_flips:
+                break
     torch.manual_seed(0)
     model, processor = owlv2_from_scratch(image_size=512, patch_size=16, vision_width=256, vision_layers=6)
     rows["owlv2 512px w256x6 (random init)"] = {
