@@ -1,4 +1,4 @@
-"""The shipped detector and aberration heads, loaded the way users and held-out scoring load them, on real
+"""The shipped detector, identity model and aberration heads, loaded the way users and held-out scoring load them, on real
 held-out data (skipped when the data or a checkpoint is absent)."""
 
 from pathlib import Path
@@ -61,6 +61,28 @@ def test_shipped_detector_finds_the_chromosomes_of_held_out_metaphases(real_data
         total += len(truth)
         count_errors.append(abs(len(found) - len(truth)))
     assert matched / total > 0.85 and np.median(count_errors) <= 3
+
+
+def test_shipped_identity_model_names_held_out_chromosomes(real_data_root):
+    """Through the three names held-out scoring uses: the Auto classes and `extract_chromosome`."""
+    from karyohf.data import load_metaphases, split_metaphases
+    from karyohf.identification import assign_within_cell
+
+    folder = checkpoint("topvit-chromid")
+    model = AutoModelForImageClassification.from_pretrained(folder).eval()
+    processor = AutoImageProcessor.from_pretrained(folder)
+    validation = split_metaphases(load_metaphases(real_data_root))["validation"].shuffle(seed=2).select(range(3))
+    per_crop = per_cell = total = 0
+    for example in validation:
+        crops = [extract_chromosome(example["image"], box) for box in example["boxes"]]
+        with torch.no_grad():
+            probabilities = model(**processor(crops, return_tensors="pt")).logits.softmax(-1).numpy()
+        truth = np.asarray(example["chromosomes"])
+        names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+        per_crop += int((probabilities.argmax(-1) == truth).sum())
+        per_cell += int((assign_within_cell(probabilities, names) == truth).sum())
+        total += len(truth)
+    assert per_crop / total > 0.85 and per_cell >= per_crop - 2
 
 
 def test_shipped_del5q_head_separates_synthesized_deletions_from_real_fives(held_out_crops):

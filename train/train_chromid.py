@@ -5,7 +5,9 @@ training metaphases plus the karyogram crops; validation on held-out specimens a
 Runs on 2 CPU cores or a GPU unchanged (HF Trainer on accelerate). Training length is set by a
 wall-clock budget: a few timed steps fix the step count, so the LR schedule runs to completion.
 
-    python train/train_chromid.py --max-steps 6000 --minutes 30 --output-dir runs/chromid   # the shipped recipe
+    python train/train_chromid.py --max-steps 10000 --minutes 80 --output-dir runs/chromid   # the shipped recipe,
+    python train/train_chromid.py --init runs/chromid --learning-rate 3e-4 --warmup-fraction 0.02 \
+        --max-steps 2600 --minutes 20 --output-dir checkpoints/topvit-chromid               # then a warm restart
     accelerate launch train/train_chromid.py ...            # GPU, same script
 """
 
@@ -58,14 +60,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--weight-decay", type=float, default=0.05)
     parser.add_argument("--warmup-fraction", type=float, default=0.05)
     parser.add_argument("--label-smoothing", type=float, default=0.1)
-    parser.add_argument("--image-size", type=int, nargs=2, default=(64, 32), metavar=("H", "W"))
-    parser.add_argument("--patch-size", type=int, default=8)
+    parser.add_argument("--image-size", type=int, nargs=2, default=(128, 64), metavar=("H", "W"))
+    parser.add_argument("--patch-size", type=int, default=16)
     parser.add_argument("--patch-embedding", choices=["linear", "conv"], default="conv")
     parser.add_argument("--stem-blocks", type=int, default=1, help="residual blocks per conv-stem stage (hybrid ViT)")
-    parser.add_argument("--hidden-size", type=int, default=64)
+    parser.add_argument("--hidden-size", type=int, default=128)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--heads", type=int, default=4)
-    parser.add_argument("--mlp-size", type=int, default=128)
+    parser.add_argument("--mlp-size", type=int, default=256)
     parser.add_argument("--dropout", type=float, default=0.0, help="few epochs fit the budget: regularise by data, not dropout")
     parser.add_argument("--train-limit", type=int, default=None, help="use only this many training crops")
     parser.add_argument("--validation-limit", type=int, default=None, help="score only this many validation crops")
