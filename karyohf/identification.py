@@ -17,7 +17,7 @@ from transformers import AutoImageProcessor, AutoModelForImageClassification
 
 from .metrics import prediction_entropy
 
-# Copies of each class a normal cell may hold without penalty (a male cell uses one X slot and the Y slot).
+# Copies a normal cell may hold without penalty where not 2 (autosomes): a male cell uses one X slot and the Y slot.
 EXPECTED_COPIES = {"X": 2, "Y": 1}
 # Nats a joint labelling pays for each copy beyond the expected ones (a trisomy pays once). Chosen on our
 # validation cells (train/train_chromid.py reports both): 1-2 under-uses the context, 4-8 agree to 0.1%.
