@@ -55,14 +55,13 @@ def main() -> None:
     sizes = [image.shape for image in images]
     rows = {}
     if (SHIPPED / "config.json").is_file():
-        # As shipped (with the checkpoint's test-time flips, if any), and as one plain forward.
-        for flips in (None, ()):
-            shipped = ChromosomeDetector.from_pretrained(SHIPPED, test_time_flips=flips)
-            views = " + ".join(("plain",) + shipped.test_time_flips)
-            rows[f"shipped {shipped.model.config.model_type} ({views})"] = {
-                "parameters": shipped.model.num_parameters(), **time_detector(shipped, images, args.repeats)}
-            if not shipped.test_time_flips:
-                break
+        detectors = [ChromosomeDetector.from_pretrained(SHIPPED)]
+        if detectors[0].test_time_flips:  # also time it as one plain forward
+            detectors.append(ChromosomeDetector.from_pretrained(SHIPPED, test_time_flips=()))
+        for detector in detectors:
+            views = " + ".join(("plain",) + detector.test_time_flips)
+            rows[f"shipped {detector.model.config.model_type} ({views})"] = {
+                "parameters": detector.model.num_parameters(), **time_detector(detector, images, args.repeats)}
     torch.manual_seed(0)
     model, processor = owlv2_from_scratch(image_size=512, patch_size=16, vision_width=256, vision_layers=6)
     rows["owlv2 512px w256x6 (random init)"] = {

@@ -87,4 +87,3 @@ class CenterNetCollator:
             cxcywh = torch.stack([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0], dim=-1) / side
             labels.append({"class_labels": torch.zeros(len(cxcywh), dtype=torch.int64), "boxes": cxcywh})
         return {"pixel_values": torch.as_tensor(np.stack(pixels)), "labels": labels}
-

@@ -38,8 +38,9 @@ class ChromosomeDetector:
         self.query = query_embedding(model, processor) if isinstance(model, Owlv2ForObjectDetection) else None
         if test_time_flips and self.query is not None:
             raise ValueError("test_time_flips applies to CenterNet detectors only (OWLv2 scores patches, not a heatmap)")
-        # None: the setting saved with the checkpoint, measured with its weights.
-        self.test_time_flips = tuple(getattr(model.config, "test_time_flips", ()) if test_time_flips is None else test_time_flips)
+        if test_time_flips is None:  # the setting saved with the checkpoint, measured with its weights
+            test_time_flips = getattr(model.config, "test_time_flips", ())
+        self.test_time_flips = tuple(test_time_flips)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | None = None, **kwargs) -> "ChromosomeDetector":

@@ -240,8 +240,9 @@ def flip_averaged_outputs(
         if flip in ("vertical", "both"):
             y0, y1 = 1 - y1, 1 - y0
         box_sum += torch.stack([x0, y0, x1, y1], dim=-1)
-    views_count = len(views)
-    return CenterNetObjectDetectionOutput(heatmap_logits=heatmap_sum / views_count, pred_boxes=(box_sum / views_count).flatten(1, 2))
+    return CenterNetObjectDetectionOutput(
+        heatmap_logits=heatmap_sum / len(views), pred_boxes=(box_sum / len(views)).flatten(1, 2)
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
