@@ -1,7 +1,7 @@
 """Helpers the training scripts share: the crop batches, and a wall-clock budget turned into a step count.
 
-Scripts on two CPU cores are sized by minutes, not epochs: a few timed steps fix `max_steps`, so the learning-rate
-schedule runs to completion, and a guard stops a run the machine has slowed down.
+Scripts are sized by minutes, not epochs: a few timed steps fix `max_steps`, so the learning-rate schedule runs to
+completion, and a guard stops a run the machine has slowed down. Snapshots keep recent weights under a hard limit.
 """
 
 from __future__ import annotations
@@ -26,38 +26,104 @@ class WallClockGuard(TrainerCallback):
             control.should_training_stop = True
 
 
-def seconds_per_step(model, collator, dataset, batch_size: int) -> float:
-    """Time a few optimiser steps on real batches to turn the wall-clock budget into a step count."""
+def seconds_per_step(model, collator, dataset, batch_size: int, workers: int = 0) -> float:
+    """Time a few optimiser steps on real batches to turn the wall-clock budget into a step count.
+
+    With `workers`, batches are made by that many DataLoader workers in parallel with the model (on the GPU when there
+    is one), so a step costs whichever is slower: the model's step or one batch's share of the workers' time.
+    """
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.0)
-    batch = collator([dataset[i] for i in range(batch_size)])
-    model.train()
-    timings = []
-    for _ in range(4):
-        start = time.perf_counter()
-        batch = collator([dataset[int(i)] for i in np.random.randint(0, len(dataset), batch_size)])
-        model(**batch).loss.backward()
+
+    def random_batch():
+        return collator([dataset[int(i)] for i in np.random.randint(0, len(dataset), batch_size)])
+
+    def model_step(batch):
+        model(**_on(batch, device)).loss.backward()
         optimizer.step()
         optimizer.zero_grad()
-        timings.append(time.perf_counter() - start)
-    return float(np.median(timings[1:]))
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    if workers == 0:  # the batch is made in the step
+        timings = []
+        for _ in range(4):
+            start = time.perf_counter()
+            model_step(random_batch())
+            timings.append(time.perf_counter() - start)
+        return float(np.median(timings[1:]))
+    batch = random_batch()
+    model_step(batch)
+    start = time.perf_counter()
+    for _ in range(3):
+        model_step(batch)
+    model_seconds = (time.perf_counter() - start) / 3
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, collate_fn=collator,
+                                         num_workers=workers)
+    batches = iter(loader)
+    for _ in range(2 * workers):  # every worker starts and delivers what it prefetched
+        next(batches)
+    start, count = time.perf_counter(), 4 * workers
+    for _ in range(count):
+        next(batches)
+    data_seconds = (time.perf_counter() - start) / count
+    del batches
+    return max(model_seconds, data_seconds)
 
 
+def _on(batch, device):
+    """A batch (tensors in dicts and lists) moved to `device`."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device)
+    if isinstance(batch, dict):
+        return {key: _on(value, device) for key, value in batch.items()}
+    if isinstance(batch, list):
+        return [_on(value, device) for value in batch]
+    return batch
+
+
+class Snapshots(TrainerCallback):
+    """Saves the model (and its processor) to `directory` every `minutes` of training, so a run cut off by a hard
+    time limit (a lent GPU's, say) still leaves recent weights behind."""
+
+    def __init__(self, directory, processor, minutes: float):
+        self.directory, self.processor, self.interval = directory, processor, minutes * 60
+        self.last = time.time()
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if time.time() - self.last >= self.interval and state.is_world_process_zero:
+            model.save_pretrained(self.directory)
+            self.processor.save_pretrained(self.directory)
+            self.last = time.time()
 
 
 class CropCollator:
     """Paper-format crops -> (augmented) pixel batch through the processor used at inference, with integer labels
-    from `label_column` ("chromosome" for identity, "label" for the aberration datasets)."""
+    from `label_column` ("chromosome" for identity, "label" for the aberration datasets).
+
+    Each DataLoader worker draws its augmentation from its own stream (seeded by `seed` and the worker id): copies of
+    one generator would give every worker the same random sequence."""
 
     def __init__(self, processor, augment: bool, seed: int, label_column: str = "chromosome"):
         self.processor = processor
         self.augment = augment
-        self.rng = np.random.default_rng(seed)
+        self.seed = seed
         self.label_column = label_column
+        self.generators: dict[int, np.random.Generator] = {}
+
+    def rng(self) -> np.random.Generator:
+        worker = torch.utils.data.get_worker_info()
+        worker_id = -1 if worker is None else worker.id
+        if worker_id not in self.generators:
+            self.generators[worker_id] = np.random.default_rng([self.seed, worker_id + 1])
+        return self.generators[worker_id]
 
     def __call__(self, examples):
         images = [example["image"] for example in examples]
         if self.augment:
-            images = [augment_crop(image, self.rng) for image in images]
+            rng = self.rng()
+            images = [augment_crop(image, rng) for image in images]
         batch = self.processor(images, return_tensors="pt")
         batch["labels"] = torch.tensor([example[self.label_column] for example in examples])
         return batch

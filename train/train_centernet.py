@@ -6,6 +6,9 @@ target on the budget: same data, same split (held-out specimens), same `Chromoso
     python train/train_centernet.py --minutes 60 --output-dir checkpoints/owlv2-chromosomes   # the shipped recipe
     accelerate launch train/train_centernet.py ...            # GPU(s), same script
 
+On a GPU machine without the raw data, train on metaphases packed here by `train/pack_training_data.py`
+(`--train-metaphases DIR --workers 14`), then score the result here with `--evaluate-only --init DIR`.
+
 Training images are shrunk once (cached by `datasets`) and then varied on the fly: a flip or quarter turn, zoom
 0.8-1.25x, a random crop of the model-scale metaphase, exposure. The output folder holds what
 `ChromosomeDetector.from_pretrained` loads (config, safetensors, processor config), a model card and metrics.json
@@ -21,6 +24,7 @@ import time
 from pathlib import Path
 
 import torch
+from datasets import load_from_disk
 from transformers import AutoModelForObjectDetection, Trainer, TrainingArguments, set_seed
 
 import karyohf  # noqa: F401  (registers the Auto classes)
@@ -29,7 +33,7 @@ from karyohf.data import load_metaphases, split_metaphases
 from karyohf.detection import ChromosomeDetector, OtsuBaselineDetector
 from karyohf.detection.centernet import CenterNetCollator, shrink_metaphase
 from karyohf.models.centernet import MIRROR_FLIPS, CenterNetConfig, CenterNetForObjectDetection, MetaphaseImageProcessor
-from karyohf.training import WallClockGuard, seconds_per_step
+from karyohf.training import Snapshots, WallClockGuard, seconds_per_step
 
 from eval_detection import AP_SCORE_FLOOR, evaluate_detector, format_table, validation_metaphases  # train/, beside this script
 
@@ -58,6 +62,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--nms-iou", type=float, default=0.5)
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers")
     parser.add_argument("--data-root", default=None, help="data folder (default: $KARYOHF_DATA or ../shared/data)")
+    parser.add_argument("--train-metaphases", type=Path, default=None,
+                        help="train on these packed metaphases (train/pack_training_data.py); skips evaluation, "
+                             "which needs the raw data")
+    parser.add_argument("--snapshot-minutes", type=float, default=None,
+                        help="also save the model to --output-dir this often while training")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--test-time-flips", nargs="*", choices=list(MIRROR_FLIPS), default=None,
@@ -96,8 +105,10 @@ def training_arguments(args, output_dir: str, max_steps: int) -> TrainingArgumen
         label_names=["labels"],
         remove_unused_columns=False,  # the collator needs the image and boxes columns
         dataloader_num_workers=args.workers,
+        dataloader_persistent_workers=args.workers > 0,
         seed=args.seed,
         use_cpu=not on_gpu,
+        tf32=on_gpu or None,
     )
 
 
@@ -107,7 +118,6 @@ def main(argv=None) -> None:
         torch.set_num_threads(args.threads)
     set_seed(args.seed)
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    validation = validation_metaphases(args.validation_limit, args.data_root, args.seed)
     if args.evaluate_only:
         model, processor = build_model(args)
         training = json.loads((Path(args.init) / "metrics.json").read_text())["training"]
@@ -119,22 +129,32 @@ def main(argv=None) -> None:
         model.config.test_time_flips = tuple(args.test_time_flips)
     model.save_pretrained(args.output_dir)
     processor.save_pretrained(args.output_dir)
+    if args.train_metaphases:  # no raw data here to score on
+        (args.output_dir / "metrics.json").write_text(json.dumps({"training": training}, indent=2))
+        return
+    validation = validation_metaphases(args.validation_limit, args.data_root, args.seed)
     score_and_describe(args, model.float().eval(), processor, validation, training)
 
 
 def train(args):
     """Train from --init or scratch; returns the model (None off the main process), processor and the record."""
-    train_set = split_metaphases(load_metaphases(args.data_root))["train"]
-    train_set = train_set.map(shrink_metaphase, desc="shrinking training metaphases").shuffle(seed=args.seed)
+    if args.train_metaphases:  # packed already shrunk
+        train_set = load_from_disk(str(args.train_metaphases))
+    else:
+        train_set = split_metaphases(load_metaphases(args.data_root))["train"]
+        train_set = train_set.map(shrink_metaphase, desc="shrinking training metaphases")
+    train_set = train_set.shuffle(seed=args.seed)
     model, processor = build_model(args)
     collator = CenterNetCollator(processor, augment=True, crop_size=args.crop_size)
     max_steps = args.max_steps or max(
-        50, int(args.minutes * 60 / seconds_per_step(model, collator, train_set, args.batch_size)))
+        50, int(args.minutes * 60 / seconds_per_step(model, collator, train_set, args.batch_size, args.workers)))
     print(f"{model.num_parameters():,} parameters; {len(train_set):,} training metaphases; {max_steps:,} steps")
     with tempfile.TemporaryDirectory(prefix="centernet-trainer-") as scratch:  # save_strategy="no": nothing is kept there
         trainer = Trainer(model=model, args=training_arguments(args, scratch, max_steps), train_dataset=train_set,
                           data_collator=collator)
         trainer.add_callback(WallClockGuard(args.minutes))
+        if args.snapshot_minutes:
+            trainer.add_callback(Snapshots(args.output_dir, processor, args.snapshot_minutes))
         started = time.time()
         trainer.train()
     training = {

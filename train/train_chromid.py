@@ -9,6 +9,9 @@ wall-clock budget: a few timed steps fix the step count, so the LR schedule runs
     python train/train_chromid.py --init runs/chromid --learning-rate 3e-4 --warmup-fraction 0.02 \
         --max-steps 2600 --minutes 20 --output-dir checkpoints/topvit-chromid               # then a warm restart
     accelerate launch train/train_chromid.py ...            # GPU, same script
+
+On a GPU machine without the raw data, train on crops packed here by `train/pack_training_data.py`
+(`--train-crops DIR --workers 14`), then score the result here with `--evaluate-only --init DIR`.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from datasets import load_from_disk
 from transformers import (
     AutoImageProcessor,
     AutoModelForImageClassification,
@@ -43,7 +47,7 @@ from karyohf.metrics import (
     plot_entropy_curve,
 )
 from karyohf.models.topvit import ChromosomeImageProcessor, TopViTConfig, TopViTForImageClassification
-from karyohf.training import CropCollator, WallClockGuard, seconds_per_step
+from karyohf.training import CropCollator, Snapshots, WallClockGuard, seconds_per_step
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -73,7 +77,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--validation-limit", type=int, default=None, help="score only this many validation crops")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    return parser.parse_args(argv)
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader workers (augmentation runs in them)")
+    parser.add_argument("--train-crops", type=Path, default=None,
+                        help="train on these packed crops (train/pack_training_data.py); skips evaluation, which "
+                             "needs the raw data")
+    parser.add_argument("--snapshot-minutes", type=float, default=None,
+                        help="also save the model to --output-dir this often while training")
+    parser.add_argument("--evaluate-only", action="store_true",
+                        help="score the --init checkpoint and rewrite its metrics and card (training record kept)")
+    args = parser.parse_args(argv)
+    if args.evaluate_only and not args.init:
+        parser.error("--evaluate-only needs --init")
+    return args
 
 
 def build_model(args):
@@ -157,7 +172,7 @@ def write_card(args, model, metrics: dict) -> None:
         image_width=config.image_size[1], layers=config.num_hidden_layers, hidden_size=config.hidden_size,
         heads=config.num_attention_heads, mlp_size=config.intermediate_size, patch_size=config.patch_size,
         patch_embedding=config.patch_embedding, stem_blocks=config.conv_stem_blocks, tokens=config.grid_size[0] * config.grid_size[1],
-        training_crops=metrics["training_crops"], training_steps=metrics["training_steps"], batch_size=args.batch_size,
+        training_crops=metrics["training_crops"], training_steps=metrics["training_steps"], batch_size=metrics["batch_size"],
         training_minutes=metrics["training_minutes"], device=metrics["device"], results_table="\n".join(rows),
         shortfall=shortfall, extra_copy_cost=EXTRA_COPY_COST,
     )
@@ -169,18 +184,42 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     set_seed(args.seed)
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    train_crops = chromosome_crops("train").shuffle(seed=args.seed)
-    if args.train_limit:
-        train_crops = train_crops.select(range(min(args.train_limit, len(train_crops))))
+    if args.evaluate_only:
+        model, processor = build_model(args)
+        record = {k: v for k, v in json.loads((Path(args.init) / "metrics.json").read_text()).items()
+                  if k not in ("metaphase", "karyogram")}
+    else:
+        model, processor, record = train(args)
+    model = model.float().cpu().eval()
+    model.save_pretrained(args.output_dir)
+    processor.save_pretrained(args.output_dir)
+    if args.train_crops:  # no raw data here to score on
+        (args.output_dir / "metrics.json").write_text(json.dumps(record, indent=2))
+        return
     validation_crops = chromosome_crops("validation")
     if args.validation_limit:
         validation_crops = validation_crops.shuffle(seed=args.seed).select(range(min(args.validation_limit, len(validation_crops))))
+    metrics = evaluate(ChromosomeIdentifier(model, processor), validation_crops, args.output_dir)
+    metrics.update(record)
+    (args.output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    if metrics["variant"] != "resnet":  # only the TopViT family ships as a checkpoint
+        write_card(args, model, metrics)
+    print(json.dumps({k: v for k, v in metrics.items() if k != "log"}, indent=2))
+
+
+def train(args):
+    """Train from --init or scratch; returns the trained model, its processor and the training record."""
+    train_crops = load_from_disk(str(args.train_crops)) if args.train_crops else chromosome_crops("train")
+    train_crops = train_crops.shuffle(seed=args.seed)
+    if args.train_limit:
+        train_crops = train_crops.select(range(min(args.train_limit, len(train_crops))))
     model, processor = build_model(args)
     variant = getattr(model.config, "attention_type", args.variant)
     train_collator = CropCollator(processor, augment=True, seed=args.seed)
-    steps = args.max_steps or max(50, int(args.minutes * 60 / seconds_per_step(model, train_collator, train_crops, args.batch_size)))
+    steps = args.max_steps or max(50, int(args.minutes * 60 / seconds_per_step(model, train_collator, train_crops, args.batch_size, args.workers)))
     print(f"{model.num_parameters():,} parameters; {len(train_crops):,} training crops; {steps} steps")
 
+    on_gpu = torch.cuda.is_available()
     training_args = TrainingArguments(
         output_dir=str(args.output_dir / "trainer"),
         max_steps=steps,
@@ -194,35 +233,30 @@ def main(argv: list[str] | None = None) -> None:
         save_strategy="no",
         report_to="none",
         remove_unused_columns=False,
-        dataloader_num_workers=0,
+        dataloader_num_workers=args.workers,
+        dataloader_persistent_workers=args.workers > 0,
         seed=args.seed,
-        use_cpu=not torch.cuda.is_available(),
-        bf16=torch.cuda.is_available(),
+        use_cpu=not on_gpu,
+        tf32=on_gpu or None,  # full-precision weights: the Toeplitz mask exp(f) is not checked in bf16
     )
     trainer = Trainer(model=model, args=training_args, train_dataset=train_crops, data_collator=train_collator)
     trainer.add_callback(WallClockGuard(args.minutes))
+    if args.snapshot_minutes:
+        trainer.add_callback(Snapshots(args.output_dir, processor, args.snapshot_minutes))
     started = time.time()
     trainer.train()
-    training_minutes = (time.time() - started) / 60
-
-    model = trainer.model.float().cpu().eval()
-    model.save_pretrained(args.output_dir)
-    processor.save_pretrained(args.output_dir)
-    metrics = evaluate(ChromosomeIdentifier(model, processor), validation_crops, args.output_dir)
-    metrics.update(
+    record = dict(
         variant=variant,
         initialised_from=args.init or "random",
         parameters=model.num_parameters(),
         training_steps=trainer.state.global_step,
-        training_minutes=round(training_minutes, 1),
+        training_minutes=round((time.time() - started) / 60, 1),
         training_crops=len(train_crops),
-        device="cuda" if torch.cuda.is_available() else f"cpu x{torch.get_num_threads()}",
+        batch_size=args.batch_size,
+        device=torch.cuda.get_device_name() if on_gpu else f"cpu x{torch.get_num_threads()}",
         log=trainer.state.log_history,
     )
-    (args.output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    if variant != "resnet":  # only the TopViT family ships as a checkpoint
-        write_card(args, model, metrics)
-    print(json.dumps({k: v for k, v in metrics.items() if k != "log"}, indent=2))
+    return trainer.model, processor, record
 
 
 if __name__ == "__main__":

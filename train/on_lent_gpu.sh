@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The recipes run on a lent GPU machine: 16 cores for augmentation, its own python3 with torch, transformers and
+# accelerate, and no raw data. Prepare here: `python train/pack_training_data.py --output-dir packed` and the
+# wheels of datasets, dill and multiprocess in .whl/. Score the result here afterwards (--evaluate-only --init DIR).
+#
+#   bash train/on_lent_gpu.sh chromid OUTPUT_DIR MINUTES      # identity model, from random init
+#   bash train/on_lent_gpu.sh centernet OUTPUT_DIR MINUTES    # detector, continued from the shipped one
+set -euo pipefail
+model=$1 output_dir=$2 minutes=$3
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+# The step count is timed on the machine itself (14 augmenting workers feeding the GPU) to fill $minutes; snapshots
+# keep the latest weights should the machine's time limit cut the run short.
+case $model in
+  chromid)
+    python3 train/train_chromid.py --train-crops packed/chromid-train --output-dir "$output_dir" \
+      --image-size 192 96 --layers 6 --batch-size 256 --learning-rate 1.5e-3 --minutes "$minutes" --workers 14 --snapshot-minutes 1 ;;
+  centernet)
+    python3 train/train_centernet.py --train-metaphases packed/centernet-train --init checkpoints/owlv2-chromosomes \
+      --output-dir "$output_dir" --batch-size 32 --learning-rate 1e-3 --minutes "$minutes" --workers 14 --snapshot-minutes 1 ;;
+  *)
+    echo "unknown model '$model': expected chromid or centernet" >&2; exit 2 ;;
+esac
