@@ -7,6 +7,7 @@ completion, and a guard stops a run the machine has slowed down. Snapshots keep 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -62,9 +63,10 @@ def seconds_per_step(model, collator, dataset, batch_size: int, workers: int = 0
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, collate_fn=collator,
                                          num_workers=workers)
     batches = iter(loader)
-    for _ in range(2 * workers):  # every worker starts and delivers what it prefetched
+    warmup = min(2 * workers, len(loader) // 3)  # every worker starts and delivers what it prefetched
+    for _ in range(warmup):
         next(batches)
-    start, count = time.perf_counter(), 4 * workers
+    start, count = time.perf_counter(), min(4 * workers, len(loader) - warmup)
     for _ in range(count):
         next(batches)
     data_seconds = (time.perf_counter() - start) / count
@@ -76,7 +78,7 @@ def _on(batch, device):
     """A batch (tensors in dicts and lists) moved to `device`."""
     if isinstance(batch, torch.Tensor):
         return batch.to(device)
-    if isinstance(batch, dict):
+    if isinstance(batch, Mapping):  # the processors' BatchFeature is a mapping, not a dict
         return {key: _on(value, device) for key, value in batch.items()}
     if isinstance(batch, list):
         return [_on(value, device) for value in batch]
