@@ -287,3 +287,27 @@ def test_real_chromosomes_give_derivatives_of_the_right_size(real_pairs):
         assert ink_length(deleted.image) / ink_length(five) == pytest.approx(1 - (end - start), abs=0.12)
         assert ink_length(der9.image) > ink_length(nine)
         assert ink_length(der22.image) < ink_length(twenty_two)
+
+
+def test_orientation_is_read_off_the_centromere_for_crops_cut_from_metaphases(monkeypatch):
+    """Karyogram crops have the p arm on top; a crop cut from a metaphase may be upside down, so its orientation is
+    left to `synthesize` to estimate (`p_arm_up=None`), also when either piece of a translocation is one."""
+    import datasets
+
+    from karyohf.aberrations import dataset as dataset_module
+
+    orientations = []
+
+    def recording_synthesize(*args, p_arm_up=None, **kwargs):
+        orientations.append(p_arm_up)
+        return synthesize(*args, p_arm_up=p_arm_up, **kwargs)
+
+    monkeypatch.setattr(dataset_module, "synthesize", recording_synthesize)
+    rods = {"9": ideogram_rod("9", width=18), "22": ideogram_rod("22", width=14)}
+    for sources, expected in ((["karyogram"] * 4, True), (["metaphase"] * 4, None), (["karyogram", "karyogram", "metaphase", "metaphase"], None)):
+        orientations.clear()
+        crops = datasets.Dataset.from_dict({
+            "image": [rods["9"], rods["9"], rods["22"], rods["22"]], "chromosome": [8, 8, 21, 21],
+            "cell_id": ["c"] * 4, "case_id": ["k"] * 4, "source": sources})
+        aberration_dataset(9, "t(9;22)", crops=crops, seed=0)
+        assert orientations == [expected], sources

@@ -97,3 +97,31 @@ def test_karyogram_puts_each_class_in_its_place():
         render_karyogram(crops, ["1", "23"])
     with pytest.raises(ValueError, match="2 crops but 1 labels"):
         render_karyogram(crops, ["1"])
+
+
+def test_each_dataloader_worker_augments_from_its_own_stream():
+    """Copies of one generator in several workers would vary every worker's crops identically."""
+    from karyohf.crops import extract_chromosome
+    from karyohf.training import CropCollator
+
+    rod = extract_chromosome(banded_rod(length=60), (0, 0, 40, 80))
+    examples = [{"image": rod, "chromosome": 0}] * 4
+    collator = CropCollator(ChromosomeImageProcessor(size={"height": 32, "width": 16}), augment=True, seed=0)
+    loader = torch.utils.data.DataLoader(examples, batch_size=2, collate_fn=collator, num_workers=2)
+    first, second = (batch["pixel_values"] for batch in loader)  # one batch from each worker
+    assert not torch.equal(first, second)
+    again = [batch["pixel_values"] for batch in loader]  # the same seed replays the same streams
+    assert torch.equal(again[0], first) and torch.equal(again[1], second)
+
+
+def test_step_time_counts_the_workers_even_on_a_dataset_of_few_batches():
+    from karyohf.crops import extract_chromosome
+    from karyohf.training import CropCollator, seconds_per_step
+
+    rod = extract_chromosome(banded_rod(length=60), (0, 0, 40, 80))
+    examples = [{"image": rod, "chromosome": k % 2} for k in range(8)]  # two batches: fewer than the workers prefetch
+    processor = ChromosomeImageProcessor(size={"height": 32, "width": 16})
+    model = TopViTForImageClassification(TopViTConfig(image_size=(32, 16), patch_size=8, hidden_size=16,
+                                                      num_hidden_layers=1, num_attention_heads=2, intermediate_size=16))
+    for workers in (0, 2):
+        assert 0 < seconds_per_step(model, CropCollator(processor, augment=True, seed=0), examples, 4, workers) < 30

@@ -50,3 +50,25 @@ def test_training_script_runs_end_to_end(tmp_path, monkeypatch):
         assert (output / figure).is_file()
     model = AutoModelForImageClassification.from_pretrained(output)
     assert model.config.image_size == (32, 16) and np.isfinite(metrics["metaphase"]["top1"])
+
+
+def test_packed_crops_train_elsewhere_and_are_scored_here(tmp_path, monkeypatch):
+    """The lent-GPU path: train on crops saved to disk (with an augmenting DataLoader worker and snapshots), write no
+    scores where there is no raw data, then score the result with --evaluate-only."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "train"))
+    import train_chromid
+
+    synthetic_crops(8).save_to_disk(str(tmp_path / "packed"))
+    monkeypatch.setattr(train_chromid, "chromosome_crops", lambda split: synthetic_crops(4))
+    trained, scored = tmp_path / "trained", tmp_path / "scored"
+    train_chromid.main([
+        "--train-crops", str(tmp_path / "packed"), "--output-dir", str(trained), "--image-size", "32", "16",
+        "--patch-size", "8", "--hidden-size", "16", "--layers", "1", "--heads", "2", "--mlp-size", "16",
+        "--max-steps", "2", "--batch-size", "8", "--threads", "1", "--workers", "1", "--snapshot-minutes", "0",
+    ])
+    record = json.loads((trained / "metrics.json").read_text())
+    assert record["training_steps"] == 2 and "metaphase" not in record and not (trained / "README.md").exists()
+    train_chromid.main(["--evaluate-only", "--init", str(trained), "--output-dir", str(scored), "--threads", "1"])
+    metrics = json.loads((scored / "metrics.json").read_text())
+    assert metrics["metaphase"]["crops"] == 8 and metrics["training_steps"] == 2 and metrics["batch_size"] == 8
+    assert "2 steps of batch 8" in (scored / "README.md").read_text()

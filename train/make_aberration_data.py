@@ -1,7 +1,8 @@
 """Build the normal-vs-aberrant datasets per target chromosome and the realism contact sheet.
 
-Each dataset pairs real normal karyogram crops of one chromosome with aberrant ones synthesized
-from other real crops (`karyohf.aberrations`), on both sides of the by-case split, and is saved
+Each dataset pairs real normal crops of one chromosome (karyogram crops and crops cut from
+metaphases) with aberrant ones synthesized from other real crops (`karyohf.aberrations`), on both
+sides of the split (by case and specimen), and is saved
 with `Dataset.save_to_disk` as <output-dir>/<name>/<split>, the name made
 shell-safe (der(9)t(9;22) -> der_9_t_9_22). The contact sheet shows, for every
 aberration in the catalogue, real normal chromosomes beside synthesized aberrant ones.
@@ -40,17 +41,17 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    splits = split_karyogram_crops(load_karyogram_crops(args.data_root))
+    karyogram_validation = split_karyogram_crops(load_karyogram_crops(args.data_root))["validation"]
     args.sheet.parent.mkdir(parents=True, exist_ok=True)
-    contact_sheet(splits["validation"], per_row=args.per_row, seed=args.seed).save(args.sheet)
+    contact_sheet(karyogram_validation, per_row=args.per_row, seed=args.seed).save(args.sheet)
     print(f"contact sheet -> {args.sheet}")
     if args.sheet_only:
         return
     targets = [(key, c) for key, a in CATALOGUE.items() for c in a.chromosomes] if args.all else DEFAULT_TARGETS
     for key, target in targets:
         name = label_names(key, target)[1]
-        for split, crops in splits.items():
-            dataset = aberration_dataset(target, key, crops=crops, limit=args.limit, seed=args.seed)
+        for split in ("train", "validation"):
+            dataset = aberration_dataset(target, key, split, root=args.data_root, limit=args.limit, seed=args.seed)
             path = dataset_folder(args.output_dir, key, target) / split
             dataset.save_to_disk(str(path))
             counts = dataset.to_pandas()["label"].value_counts().sort_index().tolist()

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# The recipes run on a lent GPU machine: 16 cores for augmentation, its own python3 with torch, transformers and
-# accelerate, and no raw data. Prepare here: `python train/pack_training_data.py --output-dir packed` and the
-# wheels of datasets, dill and multiprocess in .whl/. Score the result here afterwards (--evaluate-only --init DIR).
+# The recipes run on a lent GPU machine: 16 cores for augmentation, its own python3 (3.12) with torch, transformers
+# and accelerate, and no raw data. Prepare here, then carry packed/<set> and .whl/ along:
+#   python train/pack_training_data.py --output-dir packed
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 -d .whl \
+#       datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 pycocotools==2.0.11
+# Score the result back here: train_chromid.py / train_centernet.py --evaluate-only --init OUTPUT_DIR.
 #
 #   bash train/on_lent_gpu.sh chromid OUTPUT_DIR MINUTES      # identity model, from random init
 #   bash train/on_lent_gpu.sh centernet OUTPUT_DIR MINUTES    # detector, continued from the shipped one

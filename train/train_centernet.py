@@ -187,6 +187,7 @@ def score_and_describe(args, model, processor, validation, training: dict) -> No
         steps=f"{training['steps']:,}", batch_size=training["batch_size"],
         learning_rate=f"{training['learning_rate']:g}", minutes=f"{training['minutes']:.0f}", device=training["device"],
         train_images=f"{training['train_images']:,}", validation_images=metrics["images"],
+        init="random initialisation" if training["init"] == "random" else f"`{training['init']}`, continued",
         validation_chromosomes=f"{metrics['chromosomes']:,}", ap_floor=AP_SCORE_FLOOR,
         score_threshold=args.score_threshold,
         test_time_flips=(f"averaged with its {' + '.join(config.test_time_flips)} mirror image(s) (`test_time_flips` in "
