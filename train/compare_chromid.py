@@ -4,7 +4,7 @@ unequal), then scored on the same validation split, with their training time and
 Writes a markdown table and JSON to --output-dir. Arguments it does not know go to train_chromid.py.
 
     python train/compare_chromid.py --steps 1327 --threads 1 --output-dir runs/compare --stem-blocks 0 \
-        --image-size 64 32 --patch-size 8 --hidden-size 64 --mlp-size 128    # the README's table
+        --image-size 64 32 --layers 4 --patch-size 8 --hidden-size 64 --mlp-size 128    # the README's table
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 case $model in
   chromid)
     python3 train/train_chromid.py --train-crops packed/chromid-train --output-dir "$output_dir" \
-      --image-size 192 96 --layers 6 --batch-size 256 --learning-rate 1.5e-3 --minutes "$minutes" --workers 14 --snapshot-minutes 1 ;;
+      --batch-size 256 --learning-rate 1.5e-3 --minutes "$minutes" --workers 14 --snapshot-minutes 1 ;;
   centernet)
     python3 train/train_centernet.py --train-metaphases packed/centernet-train --init checkpoints/owlv2-chromosomes \
       --output-dir "$output_dir" --batch-size 32 --learning-rate 1e-3 --minutes "$minutes" --workers 14 --snapshot-minutes 1 ;;
