@@ -99,9 +99,13 @@ class ChromosomeIdentifier:
         probabilities, embeddings = [], []
         for start in range(0, len(crops), self.batch_size):
             pixels = self.processor(crops[start : start + self.batch_size], return_tensors="pt")["pixel_values"]
-            # Backbone and head called apart so the pooled pre-logits features come out with the logits.
-            features = self.model.base_model(pixel_values=pixels.to(device)).pooler_output
-            logits = self.model.classifier(features)
+            # The pooled pre-logits features come out with the logits (TopViT's own mirror views averaged in).
+            if hasattr(self.model, "classify"):
+                outputs, logits = self.model.classify(pixels.to(device))
+                features = outputs.pooler_output
+            else:  # another transformers classifier, e.g. the ResNet baseline
+                features = self.model.base_model(pixel_values=pixels.to(device)).pooler_output
+                logits = self.model.classifier(features)
             probabilities.append(logits.float().softmax(-1).cpu().numpy())
             embeddings.append(features.flatten(1).float().cpu().numpy())
         names = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]

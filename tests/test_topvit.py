@@ -1,5 +1,6 @@
 """TopViT: attention products against the maths, the transformers integration, and the image processor."""
 
+import copy
 import json
 import os
 import subprocess
@@ -440,3 +441,31 @@ def test_processor_save_and_load(tmp_path):
     assert (loaded.image_mean, loaded.image_std) == (0.2, 0.2)
     crop = np.full((30, 10), 0, np.uint8)
     assert np.array_equal(loaded(crop).pixel_values, processor(crop).pixel_values)
+
+
+def test_test_time_flips_average_the_mirror_views_in_eval_only():
+    torch.manual_seed(0)
+    config = TopViTConfig(image_size=(32, 16), patch_size=8, hidden_size=16, num_hidden_layers=1,
+                          num_attention_heads=2, intermediate_size=16, test_time_flips=("both",))
+    model = TopViTForImageClassification(config).eval()
+    pixels = torch.randn(3, 1, 32, 16)
+    plain = copy.deepcopy(model)
+    plain.config.test_time_flips = ()
+    with torch.no_grad():
+        expected = (plain(pixels).logits.log_softmax(-1) + plain(pixels.flip(-2, -1)).logits.log_softmax(-1)) / 2
+        averaged = model(pixels, output_hidden_states=True)
+        torch.testing.assert_close(averaged.logits, expected)
+        # The set of views is the same for a half-turned crop: the prediction cannot depend on which way up it is.
+        torch.testing.assert_close(model(pixels.flip(-2, -1)).logits, averaged.logits)
+        assert averaged.hidden_states[-1].shape[0] == 3  # outputs of the images as given
+        model.train(), plain.train()
+        torch.testing.assert_close(model(pixels).logits, plain(pixels).logits)  # training sees one view
+
+
+def test_test_time_flips_are_validated_and_saved(tmp_path):
+    with pytest.raises(StrictDataclassError, match="test_time_flips"):
+        TopViTConfig(test_time_flips=("diagonal",))
+    config = TopViTConfig(image_size=(32, 16), patch_size=8, hidden_size=16, num_hidden_layers=1,
+                          num_attention_heads=2, intermediate_size=16, test_time_flips=["horizontal", "both"])
+    TopViTForImageClassification(config).save_pretrained(tmp_path)
+    assert TopViTConfig.from_pretrained(tmp_path).test_time_flips == ("horizontal", "both")

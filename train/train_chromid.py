@@ -46,6 +46,7 @@ from karyohf.metrics import (
     plot_entropy_curve,
 )
 from karyohf.models.topvit import ChromosomeImageProcessor, TopViTConfig, TopViTForImageClassification
+from karyohf.models.topvit.configuration_topvit import MIRROR_FLIPS
 from karyohf.training import CropCollator, Snapshots, WallClockGuard, seconds_per_step
 
 
@@ -82,6 +83,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "needs the raw data")
     parser.add_argument("--snapshot-minutes", type=float, default=None,
                         help="also save the model to --output-dir this often while training")
+    parser.add_argument("--test-time-flips", nargs="*", choices=list(MIRROR_FLIPS), default=None,
+                        help="mirror images the model also classifies at inference, saved in its config (default: keep)")
     parser.add_argument("--evaluate-only", action="store_true",
                         help="score the --init checkpoint and rewrite its metrics and card (training record kept)")
     args = parser.parse_args(argv)
@@ -191,6 +194,8 @@ def main(argv: list[str] | None = None) -> None:
                   if k not in ("metaphase", "karyogram")}
     else:
         model, processor, record = train(args)
+    if args.test_time_flips is not None:
+        model.config.test_time_flips = tuple(args.test_time_flips)
     model = model.float().cpu().eval()
     model.save_pretrained(args.output_dir)
     processor.save_pretrained(args.output_dir)
