@@ -49,7 +49,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--identity", default="checkpoints/topvit-chromid", help="identity checkpoint to start from")
     parser.add_argument("--scratch", action="store_true", help="random initialisation with the identity geometry")
     parser.add_argument("--data-dir", type=Path, default=Path("runs/aberrations"))
-    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--learning-rate", type=float, default=None,
                         help=f"default {FINETUNE_LEARNING_RATE:g} finetuned, {SCRATCH_LEARNING_RATE:g} from scratch")
