@@ -155,6 +155,9 @@ def evaluate(identifier: ChromosomeIdentifier, dataset, output_dir: Path) -> dic
     return metrics
 
 
+VIEW_NAMES = {"horizontal": "left-right mirrored", "vertical": "top-bottom mirrored", "both": "half-turned"}
+
+
 def write_card(args, model, metrics: dict) -> None:
     rows, verdicts, all_met = [], [], True
     for source in ("metaphase", "karyogram"):
@@ -164,8 +167,9 @@ def write_card(args, model, metrics: dict) -> None:
                         f"| {m['top1_most_confident_95pct']:.1%} | {m['top1_within_cell']:.1%} |")
             met = m["top1"] >= 0.97 and m["top1_most_confident_90pct"] >= 0.995
             all_met &= met
-            verdicts.append(f"**{'Met' if met else 'Not yet met'}** on {source} crops ({m['top1']:.1%}; "
-                            f"{m['top1_most_confident_90pct']:.1%} keeping the 90% most confident).")
+            verdicts.append(f"**{'Met' if met else 'Not yet met'}** on {source} crops ({round(m['top1'] * m['crops']):,} "
+                            f"of {m['crops']:,} right, {m['top1']:.3%}; {m['top1_most_confident_90pct']:.2%} keeping "
+                            "the 90% most confident).")
     shortfall = " ".join(verdicts) + ("" if all_met else (
         f" The model was trained for {metrics['training_minutes']} minutes of {metrics['device']}; see the project "
         "README for what would close the gap."))
@@ -179,6 +183,9 @@ def write_card(args, model, metrics: dict) -> None:
         training_crops=metrics["training_crops"], training_steps=metrics["training_steps"], batch_size=metrics["batch_size"],
         training_minutes=metrics["training_minutes"], device=metrics["device"], results_table="\n".join(rows),
         shortfall=shortfall, extra_copy_cost=EXTRA_COPY_COST,
+        test_time_flips=(f"its {' and '.join(VIEW_NAMES[flip] for flip in config.test_time_flips)} copy also scored and "
+                         "the log-probabilities averaged (`test_time_flips` in config.json; `[]` scores one view, "
+                         "at a fraction of the cost)" if config.test_time_flips else "one view per crop"),
     )
 
 

@@ -10,6 +10,11 @@ from transformers import PreTrainedConfig
 KARYOTYPE_LABELS = tuple(str(number) for number in range(1, 23)) + ("X", "Y")
 
 
+# The image axes each mirror flips; "both" is a half turn. (The CenterNet config has the same names: each model
+# folder's code must stand alone for `trust_remote_code`.)
+MIRROR_FLIPS = {"horizontal": (-1,), "vertical": (-2,), "both": (-2, -1)}
+
+
 @strict
 class TopViTConfig(PreTrainedConfig):
     r"""
@@ -66,6 +71,10 @@ class TopViTConfig(PreTrainedConfig):
             2-D linear convolution (O(N log N)), `"auto"` picks by the number of tokens.
         num_labels (`int`, defaults to 24):
             With 24 labels `id2label` defaults to the karyotype classes `"1"`..`"22"`, `"X"`, `"Y"`.
+        test_time_flips (`tuple[str, ...]`, defaults to `()`):
+            Mirror images (`"horizontal"`, `"vertical"`, `"both"` = a half turn) that
+            [`TopViTForImageClassification`] also classifies in eval mode, averaging the log-probabilities. A crop
+            may show its chromosome either way up, and training turns and mirrors crops, so each view is as valid.
     """
 
     model_type = "topvit"
@@ -89,10 +98,12 @@ class TopViTConfig(PreTrainedConfig):
     performer_epsilon: float = 1e-6
     toeplitz_min_log_mask: float | int = -8.0
     toeplitz_product: Literal["auto", "explicit", "fft"] = "auto"
+    test_time_flips: tuple[str, ...] | list[str] = ()
 
     def __post_init__(self, **kwargs):
-        # JSON turns the tuple into a list; keep one canonical form so configs compare equal after a round trip.
+        # JSON turns tuples into lists; keep one canonical form so configs compare equal after a round trip.
         self.image_size = tuple(self.image_size)
+        self.test_time_flips = tuple(self.test_time_flips)
         # The model exists to name chromosomes: unless told otherwise, its 24 outputs are the karyotype classes.
         if self.id2label is None and kwargs.get("num_labels", len(KARYOTYPE_LABELS)) == len(KARYOTYPE_LABELS):
             self.id2label = dict(enumerate(KARYOTYPE_LABELS))
@@ -127,6 +138,9 @@ class TopViTConfig(PreTrainedConfig):
                 f"`hidden_size` ({self.hidden_size}) must be divisible by `num_attention_heads` "
                 f"({self.num_attention_heads})."
             )
+        unknown = [flip for flip in self.test_time_flips if flip not in MIRROR_FLIPS]
+        if unknown:
+            raise ValueError(f"`test_time_flips` must be among {MIRROR_FLIPS}, got {unknown}.")
         if self.conv_stem_blocks < 0:
             raise ValueError(f"`conv_stem_blocks` must be >= 0, got {self.conv_stem_blocks}.")
         if self.patch_embedding == "conv" and (self.patch_size < 2 or self.patch_size & (self.patch_size - 1)):

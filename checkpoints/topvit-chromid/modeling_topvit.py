@@ -17,7 +17,7 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils.generic import can_return_tuple
 from transformers.utils.output_capturing import capture_outputs
 
-from .configuration_topvit import TopViTConfig
+from .configuration_topvit import MIRROR_FLIPS, TopViTConfig
 
 
 # "auto" product: explicit up to this many tokens, FFT above. The explicit product is faster on a CPU at every size
@@ -499,8 +499,7 @@ class TopViTForImageClassification(TopViTPreTrainedModel):
         labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
             Class indices in `[0, num_labels)`; cross-entropy loss is returned when given.
         """
-        outputs = self.topvit(pixel_values, **kwargs)
-        logits = self.classifier(outputs.pooler_output)
+        outputs, logits = self.classify(pixel_values, **kwargs)
         loss = None
         if labels is not None:
             # Picked from the class name (ForImageClassification); kwargs carry e.g. num_items_in_batch.
@@ -508,6 +507,24 @@ class TopViTForImageClassification(TopViTPreTrainedModel):
         return ImageClassifierOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )
+
+    def classify(self, pixel_values: torch.Tensor, **kwargs) -> tuple[BaseModelOutputWithPooling, torch.Tensor]:
+        """The backbone's outputs for the images as given, and the logits.
+
+        In eval mode with `config.test_time_flips`, the mirror images go through the backbone in the same batch and
+        the logits are the views' mean log-probabilities (their softmax is the views' normalised geometric mean).
+        """
+        flips = () if self.training else self.config.test_time_flips
+        views = [pixel_values] + [pixel_values.flip(MIRROR_FLIPS[flip]) for flip in flips]
+        outputs = self.topvit(torch.cat(views), **kwargs)
+        logits = self.classifier(outputs.pooler_output)
+        if not flips:
+            return outputs, logits
+        batch = len(pixel_values)
+        logits = logits.log_softmax(-1).unflatten(0, (len(views), batch)).mean(0)
+        as_given = {key: value[:batch] if torch.is_tensor(value) else tuple(v[:batch] for v in value)
+                    for key, value in outputs.items()}
+        return BaseModelOutputWithPooling(**as_given), logits
 
 
 __all__ = ["TopViTForImageClassification", "TopViTModel", "TopViTPreTrainedModel"]
