@@ -6,6 +6,7 @@ completion, and a guard stops a run the machine has slowed down. Snapshots keep 
 
 from __future__ import annotations
 
+import argparse
 import time
 from collections.abc import Mapping
 
@@ -83,6 +84,22 @@ def _on(batch, device):
     if isinstance(batch, list):
         return [_on(value, device) for value in batch]
     return batch
+
+
+def parse_checkpoint_arguments(parser: argparse.ArgumentParser, argv, flips) -> argparse.Namespace:
+    """Adds the options every script that ships a checkpoint shares, parses `argv` and checks them: snapshots while
+    training, the test-time mirror `flips` (names) the checkpoint's config should keep, and re-scoring an existing
+    checkpoint (`--evaluate-only` with `--init`)."""
+    parser.add_argument("--snapshot-minutes", type=float, default=None,
+                        help="also save the model to --output-dir this often while training")
+    parser.add_argument("--test-time-flips", nargs="*", choices=list(flips), default=None,
+                        help="mirror images the model also scores at inference, saved in its config (default: keep)")
+    parser.add_argument("--evaluate-only", action="store_true",
+                        help="score the --init checkpoint and rewrite its metrics and card (training record kept)")
+    args = parser.parse_args(argv)
+    if args.evaluate_only and not args.init:
+        parser.error("--evaluate-only needs --init")
+    return args
 
 
 class Snapshots(TrainerCallback):

@@ -20,7 +20,6 @@ import io
 from pathlib import Path
 
 import datasets
-from PIL import Image
 
 from karyohf.data import chromosome_crops, load_metaphases, split_metaphases
 from karyohf.detection.centernet import shrink_metaphase

@@ -33,7 +33,7 @@ from karyohf.data import load_metaphases, split_metaphases
 from karyohf.detection import ChromosomeDetector, OtsuBaselineDetector
 from karyohf.detection.centernet import CenterNetCollator, shrink_metaphase
 from karyohf.models.centernet import MIRROR_FLIPS, CenterNetConfig, CenterNetForObjectDetection, MetaphaseImageProcessor
-from karyohf.training import Snapshots, WallClockGuard, seconds_per_step
+from karyohf.training import Snapshots, WallClockGuard, parse_checkpoint_arguments, seconds_per_step
 
 from eval_detection import AP_SCORE_FLOOR, evaluate_detector, format_table, validation_metaphases  # train/, beside this script
 
@@ -65,18 +65,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--train-metaphases", type=Path, default=None,
                         help="train on these packed metaphases (train/pack_training_data.py); skips evaluation, "
                              "which needs the raw data")
-    parser.add_argument("--snapshot-minutes", type=float, default=None,
-                        help="also save the model to --output-dir this often while training")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--test-time-flips", nargs="*", choices=list(MIRROR_FLIPS), default=None,
-                        help="mirror images the shipped detector averages over, saved in its config (default: keep)")
-    parser.add_argument("--evaluate-only", action="store_true",
-                        help="re-score the --init checkpoint and rewrite its metrics and card (training record kept)")
-    args = parser.parse_args(argv)
-    if args.evaluate_only and not args.init:
-        parser.error("--evaluate-only needs --init")
-    return args
+    return parse_checkpoint_arguments(parser, argv, MIRROR_FLIPS)
 
 
 def build_model(args) -> tuple[CenterNetForObjectDetection, MetaphaseImageProcessor]:

@@ -47,7 +47,7 @@ from karyohf.metrics import (
 )
 from karyohf.models.topvit import ChromosomeImageProcessor, TopViTConfig, TopViTForImageClassification
 from karyohf.models.topvit.configuration_topvit import MIRROR_FLIPS
-from karyohf.training import CropCollator, Snapshots, WallClockGuard, seconds_per_step
+from karyohf.training import CropCollator, Snapshots, WallClockGuard, parse_checkpoint_arguments, seconds_per_step
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -81,16 +81,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--train-crops", type=Path, default=None,
                         help="train on these packed crops (train/pack_training_data.py); skips evaluation, which "
                              "needs the raw data")
-    parser.add_argument("--snapshot-minutes", type=float, default=None,
-                        help="also save the model to --output-dir this often while training")
-    parser.add_argument("--test-time-flips", nargs="*", choices=list(MIRROR_FLIPS), default=None,
-                        help="mirror images the model also classifies at inference, saved in its config (default: keep)")
-    parser.add_argument("--evaluate-only", action="store_true",
-                        help="score the --init checkpoint and rewrite its metrics and card (training record kept)")
-    args = parser.parse_args(argv)
-    if args.evaluate_only and not args.init:
-        parser.error("--evaluate-only needs --init")
-    return args
+    return parse_checkpoint_arguments(parser, argv, MIRROR_FLIPS)
 
 
 def build_model(args):
