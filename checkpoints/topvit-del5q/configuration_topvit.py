@@ -140,7 +140,7 @@ class TopViTConfig(PreTrainedConfig):
             )
         unknown = [flip for flip in self.test_time_flips if flip not in MIRROR_FLIPS]
         if unknown:
-            raise ValueError(f"`test_time_flips` must be among {MIRROR_FLIPS}, got {unknown}.")
+            raise ValueError(f"`test_time_flips` must be among {tuple(MIRROR_FLIPS)}, got {unknown}.")
         if self.conv_stem_blocks < 0:
             raise ValueError(f"`conv_stem_blocks` must be >= 0, got {self.conv_stem_blocks}.")
         if self.patch_embedding == "conv" and (self.patch_size < 2 or self.patch_size & (self.patch_size - 1)):
