@@ -85,6 +85,12 @@ def test_nms_drops_only_overlaps_above_the_threshold_and_within_a_group():
     assert non_maximum_suppression(boxes[::-1], scores, iou_threshold=0.6).tolist() == [0, 1, 2]
 
 
+def test_default_nms_keeps_both_boxes_of_two_crossing_chromosomes():
+    # Two long chromosomes crossing at a shallow angle: their axis-aligned boxes overlap by IoU 0.55.
+    boxes = [[0, 0, 20, 60], [5, 3, 25, 63]]
+    assert non_maximum_suppression(boxes, [0.9, 0.8], iou_threshold=detector_module.DEFAULT_NMS_IOU).tolist() == [0, 1]
+
+
 def test_nms_handles_nothing_and_rejects_nonsense():
     assert non_maximum_suppression(np.zeros((0, 4)), [], iou_threshold=0.5).tolist() == []
     with pytest.raises(ValueError, match="iou_threshold"):

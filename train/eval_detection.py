@@ -19,7 +19,7 @@ import torch
 
 from karyohf.data import load_metaphases, split_metaphases
 from karyohf.detection import ChromosomeDetector, OtsuBaselineDetector
-from karyohf.detection.detector import DEFAULT_SCORE_THRESHOLD
+from karyohf.detection.detector import DEFAULT_NMS_IOU, DEFAULT_SCORE_THRESHOLD
 from karyohf.detection.evaluation import score_detections
 from karyohf.models.centernet import MIRROR_FLIPS
 
@@ -74,7 +74,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--limit", type=int, default=None, help="score a seeded random subset of this many metaphases")
     parser.add_argument("--score-threshold", type=float, default=None,
                         help="operating point for recall, precision and counts (default: the detector's own for OWLv2, every blob for the baseline)")
-    parser.add_argument("--nms-iou", type=float, default=0.5)
+    parser.add_argument("--nms-iou", type=float, default=DEFAULT_NMS_IOU)
     parser.add_argument("--test-time-flips", nargs="*", choices=list(MIRROR_FLIPS), default=None,
                         help="CenterNet: average over these mirror images (default: the checkpoint's own setting)")
     parser.add_argument("--data-root", default=None, help="data folder (default: $KARYOHF_DATA or ../shared/data)")

@@ -25,7 +25,7 @@ from transformers import Trainer, TrainingArguments, set_seed
 
 from karyohf.data import load_metaphases, split_metaphases
 from karyohf.detection import ChromosomeDetector, OtsuBaselineDetector
-from karyohf.detection.detector import DEFAULT_SCORE_THRESHOLD
+from karyohf.detection.detector import DEFAULT_NMS_IOU, DEFAULT_SCORE_THRESHOLD
 from karyohf.detection.owlv2 import ChromosomeDetectionLoss, DetectionCollator, load_owlv2, owlv2_from_scratch
 
 from eval_detection import AP_SCORE_FLOOR, evaluate_detector, format_table, validation_metaphases  # train/, beside this script
@@ -56,7 +56,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--train-limit", type=int, default=None)
     parser.add_argument("--validation-limit", type=int, default=None, help="score on a seeded subset of the validation metaphases")
     parser.add_argument("--score-threshold", type=float, default=DEFAULT_SCORE_THRESHOLD, help="operating point for counts")
-    parser.add_argument("--nms-iou", type=float, default=0.5)
+    parser.add_argument("--nms-iou", type=float, default=DEFAULT_NMS_IOU)
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers (decoding and resizing)")
     parser.add_argument("--data-root", default=None, help="data folder (default: $KARYOHF_DATA or ../shared/data)")
     parser.add_argument("--seed", type=int, default=0)
@@ -135,7 +135,7 @@ This model was {origin}.
 ```python
 from karyohf.detection import ChromosomeDetector
 
-detector = ChromosomeDetector.from_pretrained("{args.output_dir.name}")  # score_threshold=0.3, nms_iou=0.5
+detector = ChromosomeDetector.from_pretrained("{args.output_dir.name}")  # score_threshold=0.3, nms_iou=0.6
 found = detector("metaphase.png")   # grayscale, RGB or 16-bit, any size
 found.boxes, found.scores           # (N, 4) x0, y0, x1, y1 in the image's own pixels; (N,)
 ```
