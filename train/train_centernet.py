@@ -178,7 +178,7 @@ def score_and_describe(args, model, processor, validation, training: dict) -> No
         neck_channels=config.neck_channels, head_channels=config.head_channels, crop_size=training["crop_size"],
         steps=f"{training['steps']:,}", batch_size=training["batch_size"],
         learning_rate=f"{training['learning_rate']:g}", minutes=f"{training['minutes']:.0f}", device=training["device"],
-        train_images=f"{training['train_images']:,}", validation_images=metrics["images"],
+        train_images=f"{training['train_images']:,}", validation_images=metrics["images"], nms_iou=args.nms_iou,
         init="random initialisation" if training["init"] == "random" else f"`{training['init']}`, continued",
         validation_chromosomes=f"{metrics['chromosomes']:,}", ap_floor=AP_SCORE_FLOOR,
         score_threshold=args.score_threshold,
