@@ -1,7 +1,8 @@
 """Helpers the training scripts share: the crop batches, and a wall-clock budget turned into a step count.
 
 Scripts are sized by minutes, not epochs: a few timed steps fix `max_steps`, so the learning-rate schedule runs to
-completion, and a guard stops a run the machine has slowed down. Snapshots keep recent weights under a hard limit.
+completion, and a guard stops a run the machine has slowed down. Snapshots keep recent weights under a hard limit;
+`average_weights` averages the ends of a continued run.
 """
 
 from __future__ import annotations
@@ -100,6 +101,25 @@ def parse_checkpoint_arguments(parser: argparse.ArgumentParser, argv, flips) -> 
     if args.evaluate_only and not args.init:
         parser.error("--evaluate-only needs --init")
     return args
+
+
+def average_weights(model: torch.nn.Module, others: list[torch.nn.Module]) -> None:
+    """Sets `model`'s weights to the uniform average of its own and `others'` (same architecture): a "model soup"
+    (Wortsman et al. 2022). The two ends of a run continued at a low learning rate average into weights that generalise
+    at least as well as either. Integer buffers (BatchNorm's step counters) keep `model`'s values; a mismatch of
+    names or shapes is an error naming the tensor."""
+    state = model.state_dict()
+    members = [other.state_dict() for other in others]
+    for index, member in enumerate(members):
+        if member.keys() != state.keys():
+            raise ValueError(f"model {index + 1} to average has other weights: {sorted(member.keys() ^ state.keys())[:5]}")
+    with torch.no_grad():
+        for name, tensor in state.items():
+            values = [member[name] for member in members]
+            if any(value.shape != tensor.shape for value in values):
+                raise ValueError(f"cannot average {name}: shapes {[tuple(tensor.shape)] + [tuple(v.shape) for v in values]}")
+            if tensor.is_floating_point():
+                tensor.copy_(torch.stack([tensor.float()] + [value.float() for value in values]).mean(0))
 
 
 class Snapshots(TrainerCallback):

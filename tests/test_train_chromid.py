@@ -5,6 +5,7 @@ from pathlib import Path
 
 import datasets
 import numpy as np
+import pytest
 import torch
 from transformers import AutoModelForImageClassification
 
@@ -72,3 +73,37 @@ def test_packed_crops_train_elsewhere_and_are_scored_here(tmp_path, monkeypatch)
     metrics = json.loads((scored / "metrics.json").read_text())
     assert metrics["metaphase"]["crops"] == 8 and metrics["training_steps"] == 2 and metrics["batch_size"] == 8
     assert "2 steps of batch 8" in (scored / "README.md").read_text()
+
+
+def test_a_continued_run_ships_the_average_of_its_two_ends(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "train"))
+    import train_chromid
+
+    monkeypatch.setattr(train_chromid, "chromosome_crops", lambda split: synthetic_crops(4))
+    tiny = ["--image-size", "32", "16", "--patch-size", "8", "--hidden-size", "16", "--layers", "1", "--heads", "2",
+            "--mlp-size", "16", "--max-steps", "2", "--batch-size", "8", "--threads", "1"]
+    start, end, soup = tmp_path / "start", tmp_path / "end", tmp_path / "soup"
+    train_chromid.main(["--output-dir", str(start), *tiny])
+    train_chromid.main(["--output-dir", str(end), "--init", str(start), "--learning-rate", "0.05", *tiny])
+    train_chromid.main(["--evaluate-only", "--init", str(end), "--average-with", str(start), "--output-dir", str(soup),
+                        "--threads", "1"])
+    weights = [AutoModelForImageClassification.from_pretrained(path).state_dict() for path in (start, end, soup)]
+    moved = [name for name, value in weights[0].items() if value.is_floating_point() and not torch.equal(value, weights[1][name])]
+    assert moved  # the continued run changed the weights, so the average is a third set
+    for name in moved:
+        torch.testing.assert_close(weights[2][name], (weights[0][name] + weights[1][name]) / 2)
+    record = json.loads((soup / "metrics.json").read_text())
+    assert record["averaged_with"]["checkpoint"] == str(start) and record["averaged_with"]["training_steps"] == 2
+    assert "average of that run's end and its start" in (soup / "README.md").read_text()
+
+
+def test_averaging_refuses_models_of_another_architecture():
+    from karyohf.models.topvit import TopViTConfig, TopViTForImageClassification
+    from karyohf.training import average_weights
+
+    def tiny(hidden_size):
+        return TopViTForImageClassification(TopViTConfig(image_size=(32, 16), patch_size=8, hidden_size=hidden_size,
+                                                         num_hidden_layers=1, num_attention_heads=2, intermediate_size=16))
+
+    with pytest.raises(ValueError, match="cannot average"):
+        average_weights(tiny(16), [tiny(32)])

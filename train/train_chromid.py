@@ -47,7 +47,14 @@ from karyohf.metrics import (
 )
 from karyohf.models.topvit import ChromosomeImageProcessor, TopViTConfig, TopViTForImageClassification
 from karyohf.models.topvit.configuration_topvit import MIRROR_FLIPS
-from karyohf.training import CropCollator, Snapshots, WallClockGuard, parse_checkpoint_arguments, seconds_per_step
+from karyohf.training import (
+    CropCollator,
+    Snapshots,
+    WallClockGuard,
+    average_weights,
+    parse_checkpoint_arguments,
+    seconds_per_step,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -78,6 +85,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers (augmentation runs in them)")
+    parser.add_argument("--average-with", help="ship the uniform average of the resulting weights and this checkpoint's "
+                        "(same architecture; typically the --init of a continued run)")
     parser.add_argument("--train-crops", type=Path, default=None,
                         help="train on these packed crops (train/pack_training_data.py); skips evaluation, which "
                              "needs the raw data")
@@ -146,6 +155,22 @@ def evaluate(identifier: ChromosomeIdentifier, dataset, output_dir: Path) -> dic
     return metrics
 
 
+AVERAGED_RECORD = ("initialised_from", "training_steps", "batch_size", "training_minutes", "device")
+
+
+def provenance(metrics: dict) -> str:
+    """Where the weights come from beyond the last run, for the card: its starting point and any averaging."""
+    text = "" if metrics["initialised_from"] == "random" else f" Continued from `{metrics['initialised_from']}`."
+    other = metrics.get("averaged_with")
+    if other:
+        trained = (f" ({other['training_steps']} steps of batch {other['batch_size']}, {other['training_minutes']} "
+                   f"minutes on {other['device']}, from {other['initialised_from']} init)" if "training_steps" in other else "")
+        partner = "start" if other["checkpoint"] == metrics["initialised_from"] else f"`{other['checkpoint']}`"
+        text += (f" The shipped weights are the uniform average of that run's end and its {partner}{trained} "
+                 "(`--average-with`, a two-member model soup).")
+    return text
+
+
 VIEW_NAMES = {"horizontal": "left-right mirrored", "vertical": "top-bottom mirrored", "both": "half-turned"}
 
 
@@ -161,9 +186,7 @@ def write_card(args, model, metrics: dict) -> None:
             verdicts.append(f"**{'Met' if met else 'Not yet met'}** on {source} crops ({round(m['top1'] * m['crops']):,} "
                             f"of {m['crops']:,} right, {m['top1']:.3%}; {m['top1_most_confident_90pct']:.2%} keeping "
                             "the 90% most confident).")
-    shortfall = " ".join(verdicts) + ("" if all_met else (
-        f" The model was trained for {metrics['training_minutes']} minutes of {metrics['device']}; see the project "
-        "README for what would close the gap."))
+    shortfall = " ".join(verdicts) + ("" if all_met else " The project README says what would close the gap.")
     config = model.config
     write_model_card(
         args.output_dir, "topvit-chromid", name=args.output_dir.name, repo_id=f"karyohf/{args.output_dir.name}",
@@ -172,7 +195,8 @@ def write_card(args, model, metrics: dict) -> None:
         heads=config.num_attention_heads, mlp_size=config.intermediate_size, patch_size=config.patch_size,
         patch_embedding=config.patch_embedding, stem_blocks=config.conv_stem_blocks, tokens=config.grid_size[0] * config.grid_size[1],
         training_crops=metrics["training_crops"], training_steps=metrics["training_steps"], batch_size=metrics["batch_size"],
-        training_minutes=metrics["training_minutes"], device=metrics["device"], results_table="\n".join(rows),
+        training_minutes=metrics["training_minutes"], device=metrics["device"], provenance=provenance(metrics),
+        results_table="\n".join(rows),
         shortfall=shortfall, extra_copy_cost=EXTRA_COPY_COST,
         test_time_flips=(f"its {' and '.join(VIEW_NAMES[flip] for flip in config.test_time_flips)} copy also scored and "
                          "the log-probabilities averaged (`test_time_flips` in config.json; `[]` scores one view, "
@@ -192,6 +216,10 @@ def main(argv: list[str] | None = None) -> None:
                   if k not in ("metaphase", "karyogram")}
     else:
         model, processor, record = train(args)
+    if args.average_with:
+        average_weights(model, [AutoModelForImageClassification.from_pretrained(args.average_with)])
+        other = json.loads((Path(args.average_with) / "metrics.json").read_text())
+        record["averaged_with"] = {"checkpoint": args.average_with, **{key: other[key] for key in AVERAGED_RECORD if key in other}}
     if args.test_time_flips is not None:
         model.config.test_time_flips = tuple(args.test_time_flips)
     model = model.float().cpu().eval()
