@@ -89,14 +89,16 @@ def _on(batch, device):
 
 def parse_checkpoint_arguments(parser: argparse.ArgumentParser, argv, flips) -> argparse.Namespace:
     """Adds the options every script that ships a checkpoint shares, parses `argv` and checks them: snapshots while
-    training, the test-time mirror `flips` (names) the checkpoint's config should keep, and re-scoring an existing
-    checkpoint (`--evaluate-only` with `--init`)."""
+    training, the test-time mirror `flips` (names) the checkpoint's config should keep, re-scoring an existing
+    checkpoint (`--evaluate-only` with `--init`) and shipping a two-member model soup (`--average-with`)."""
     parser.add_argument("--snapshot-minutes", type=float, default=None,
                         help="also save the model to --output-dir this often while training")
     parser.add_argument("--test-time-flips", nargs="*", choices=list(flips), default=None,
                         help="mirror images the model also scores at inference, saved in its config (default: keep)")
     parser.add_argument("--evaluate-only", action="store_true",
                         help="score the --init checkpoint and rewrite its metrics and card (training record kept)")
+    parser.add_argument("--average-with", help="ship the uniform average of the resulting weights and this checkpoint's "
+                        "(same architecture; typically the --init of a continued run)")
     args = parser.parse_args(argv)
     if args.evaluate_only and not args.init:
         parser.error("--evaluate-only needs --init")

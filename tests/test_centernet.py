@@ -229,3 +229,25 @@ def test_training_script_runs_end_to_end(tmp_path, monkeypatch):
     assert ChromosomeDetector.from_pretrained(output).test_time_flips == ("horizontal",)
     assert "averaged with its horizontal mirror" in (output / "README.md").read_text()
     assert json.loads((output / "metrics.json").read_text())["training"]["steps"] == 3
+
+
+def test_training_script_ships_the_average_of_a_continued_run_and_its_start(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "train"))
+    import train_centernet
+
+    data = synthetic_metaphase_folder(tmp_path / "data")
+    tiny = ["--data-root", str(data), "--image-size", "64", "--stage-channels", "8", "16", "--stage-blocks", "1", "0",
+            "--neck-channels", "8", "--head-channels", "8", "--crop-size", "48", "--max-steps", "2", "--batch-size", "2",
+            "--threads", "1"]
+    start, end, soup = tmp_path / "start", tmp_path / "end", tmp_path / "soup"
+    train_centernet.main(["--output-dir", str(start), *tiny])
+    train_centernet.main(["--output-dir", str(end), "--init", str(start), "--learning-rate", "0.05", *tiny])
+    train_centernet.main(["--evaluate-only", "--init", str(end), "--average-with", str(start), "--output-dir", str(soup),
+                          "--data-root", str(data), "--threads", "1"])
+    weights = [CenterNetForObjectDetection.from_pretrained(path).state_dict() for path in (start, end, soup)]
+    moved = [name for name, value in weights[0].items() if value.is_floating_point() and not torch.equal(value, weights[1][name])]
+    assert moved  # the continued run changed the weights, so the average is a third set
+    for name in moved:
+        torch.testing.assert_close(weights[2][name], (weights[0][name] + weights[1][name]) / 2)
+    assert json.loads((soup / "metrics.json").read_text())["training"]["averaged_with"] == str(start)
+    assert f"uniform average of that run's end and `{start}`" in (soup / "README.md").read_text()

@@ -34,7 +34,7 @@ from karyohf.detection import ChromosomeDetector, OtsuBaselineDetector
 from karyohf.detection.centernet import CenterNetCollator, shrink_metaphase
 from karyohf.detection.detector import DEFAULT_NMS_IOU
 from karyohf.models.centernet import MIRROR_FLIPS, CenterNetConfig, CenterNetForObjectDetection, MetaphaseImageProcessor
-from karyohf.training import Snapshots, WallClockGuard, parse_checkpoint_arguments, seconds_per_step
+from karyohf.training import Snapshots, WallClockGuard, average_weights, parse_checkpoint_arguments, seconds_per_step
 
 from eval_detection import AP_SCORE_FLOOR, evaluate_detector, format_table, validation_metaphases  # train/, beside this script
 
@@ -117,6 +117,9 @@ def main(argv=None) -> None:
         model, processor, training = train(args)
         if model is None:  # not the main process of a multi-GPU run
             return
+    if args.average_with:
+        average_weights(model, [CenterNetForObjectDetection.from_pretrained(args.average_with)])
+        training["averaged_with"] = args.average_with
     if args.test_time_flips is not None:
         model.config.test_time_flips = tuple(args.test_time_flips)
     model.save_pretrained(args.output_dir)
@@ -180,6 +183,8 @@ def score_and_describe(args, model, processor, validation, training: dict) -> No
         learning_rate=f"{training['learning_rate']:g}", minutes=f"{training['minutes']:.0f}", device=training["device"],
         train_images=f"{training['train_images']:,}", validation_images=metrics["images"], nms_iou=args.nms_iou,
         init="random initialisation" if training["init"] == "random" else f"`{training['init']}`, continued",
+        provenance=(f" The shipped weights are the uniform average of that run's end and `{training['averaged_with']}` "
+                    "(`--average-with`, a two-member model soup)." if "averaged_with" in training else ""),
         validation_chromosomes=f"{metrics['chromosomes']:,}", ap_floor=AP_SCORE_FLOOR,
         score_threshold=args.score_threshold,
         test_time_flips=(f"averaged with its {' + '.join(config.test_time_flips)} mirror image(s) (`test_time_flips` in "

@@ -85,8 +85,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers (augmentation runs in them)")
-    parser.add_argument("--average-with", help="ship the uniform average of the resulting weights and this checkpoint's "
-                        "(same architecture; typically the --init of a continued run)")
     parser.add_argument("--train-crops", type=Path, default=None,
                         help="train on these packed crops (train/pack_training_data.py); skips evaluation, which "
                              "needs the raw data")
