@@ -107,3 +107,18 @@ def test_averaging_refuses_models_of_another_architecture():
 
     with pytest.raises(ValueError, match="cannot average"):
         average_weights(tiny(16), [tiny(32)])
+
+
+def test_karyogram_crops_can_be_seen_more_often_than_metaphase_crops(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "train"))
+    import train_chromid
+
+    monkeypatch.setattr(train_chromid, "chromosome_crops", lambda split: synthetic_crops(8 if split == "train" else 2))
+    tiny = ["--image-size", "32", "16", "--patch-size", "8", "--hidden-size", "16", "--layers", "1", "--heads", "2",
+            "--mlp-size", "16", "--max-steps", "1", "--batch-size", "8", "--threads", "1", "--karyogram-repeats", "3"]
+    train_chromid.main(["--output-dir", str(tmp_path / "chromid"), *tiny])
+    record = json.loads((tmp_path / "chromid" / "metrics.json").read_text())
+    assert record["training_crops"] == 16 + 3 * 16 and record["karyogram_repeats"] == 3  # 16 crops of each source
+    synthetic_crops(2).select_columns(["image", "chromosome"]).save_to_disk(str(tmp_path / "packed"))
+    with pytest.raises(ValueError, match="needs each crop's source"):
+        train_chromid.main(["--output-dir", str(tmp_path / "packed-run"), "--train-crops", str(tmp_path / "packed"), *tiny])

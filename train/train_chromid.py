@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from datasets import load_from_disk
+from datasets import concatenate_datasets, load_from_disk
 from transformers import (
     AutoImageProcessor,
     AutoModelForImageClassification,
@@ -81,6 +81,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--mlp-size", type=int, default=256)
     parser.add_argument("--dropout", type=float, default=0.0, help="few epochs fit the budget: regularise by data, not dropout")
     parser.add_argument("--train-limit", type=int, default=None, help="use only this many training crops")
+    parser.add_argument("--karyogram-repeats", type=int, default=1,
+                        help="see each karyogram crop this many times per pass: that collection comes from another lab "
+                             "and is under a quarter of the training crops")
     parser.add_argument("--validation-limit", type=int, default=None, help="score only this many validation crops")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -240,6 +243,11 @@ def main(argv: list[str] | None = None) -> None:
 def train(args):
     """Train from --init or scratch; returns the trained model, its processor and the training record."""
     train_crops = load_from_disk(str(args.train_crops)) if args.train_crops else chromosome_crops("train")
+    if args.karyogram_repeats > 1:
+        if "source" not in train_crops.column_names:
+            raise ValueError("--karyogram-repeats needs each crop's source: train on the raw data, not on packed crops")
+        karyogram = train_crops.filter(lambda source: source == "karyogram", input_columns="source")
+        train_crops = concatenate_datasets([train_crops] + [karyogram] * (args.karyogram_repeats - 1))
     train_crops = train_crops.shuffle(seed=args.seed)
     if args.train_limit:
         train_crops = train_crops.select(range(min(args.train_limit, len(train_crops))))
@@ -282,6 +290,7 @@ def train(args):
         training_steps=trainer.state.global_step,
         training_minutes=round((time.time() - started) / 60, 1),
         training_crops=len(train_crops),
+        karyogram_repeats=args.karyogram_repeats,
         batch_size=args.batch_size,
         device=torch.cuda.get_device_name() if on_gpu else f"cpu x{torch.get_num_threads()}",
         log=trainer.state.log_history,
