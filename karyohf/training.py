@@ -108,8 +108,9 @@ def parse_checkpoint_arguments(parser: argparse.ArgumentParser, argv, flips) -> 
 def average_weights(model: torch.nn.Module, others: list[torch.nn.Module]) -> None:
     """Sets `model`'s weights to the uniform average of its own and `others'` (same architecture): a "model soup"
     (Wortsman et al. 2022). The two ends of a run continued at a low learning rate lie in one basin, and their
-    average often generalises a little better than either (the shipped identity model: +0.07 / +0.10 points). Integer buffers (BatchNorm's step counters) keep `model`'s values; a mismatch of
-    names or shapes is an error naming the tensor."""
+    average often generalises a little better than either (the shipped identity model: +0.07 / +0.10 points).
+    Integer buffers (BatchNorm's step counters) keep `model`'s values; a mismatch of names or shapes is an error
+    naming the tensor."""
     state = model.state_dict()
     members = [other.state_dict() for other in others]
     for index, member in enumerate(members):

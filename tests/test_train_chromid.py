@@ -122,3 +122,5 @@ def test_karyogram_crops_can_be_seen_more_often_than_metaphase_crops(tmp_path, m
     synthetic_crops(2).select_columns(["image", "chromosome"]).save_to_disk(str(tmp_path / "packed"))
     with pytest.raises(ValueError, match="needs each crop's source"):
         train_chromid.main(["--output-dir", str(tmp_path / "packed-run"), "--train-crops", str(tmp_path / "packed"), *tiny])
+    with pytest.raises(SystemExit):
+        train_chromid.parse_args(["--output-dir", str(tmp_path / "none"), "--karyogram-repeats", "0"])

@@ -32,7 +32,7 @@ from karyohf.cards import write_model_card
 from karyohf.data import load_metaphases, split_metaphases
 from karyohf.detection import ChromosomeDetector, OtsuBaselineDetector
 from karyohf.detection.centernet import CenterNetCollator, shrink_metaphase
-from karyohf.detection.detector import DEFAULT_NMS_IOU
+from karyohf.detection.detector import DEFAULT_NMS_IOU, DEFAULT_SCORE_THRESHOLD
 from karyohf.models.centernet import MIRROR_FLIPS, CenterNetConfig, CenterNetForObjectDetection, MetaphaseImageProcessor
 from karyohf.training import Snapshots, WallClockGuard, average_weights, parse_checkpoint_arguments, seconds_per_step
 
@@ -59,7 +59,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--warmup-fraction", type=float, default=0.03)
     parser.add_argument("--weight-decay", type=float, default=1e-4)
     parser.add_argument("--validation-limit", type=int, default=None, help="score on a seeded subset of the validation metaphases")
-    parser.add_argument("--score-threshold", type=float, default=0.3, help="operating point for counts")
+    parser.add_argument("--score-threshold", type=float, default=DEFAULT_SCORE_THRESHOLD, help="operating point for counts")
     parser.add_argument("--nms-iou", type=float, default=DEFAULT_NMS_IOU)
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers")
     parser.add_argument("--data-root", default=None, help="data folder (default: $KARYOHF_DATA or ../shared/data)")

@@ -91,7 +91,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--train-crops", type=Path, default=None,
                         help="train on these packed crops (train/pack_training_data.py); skips evaluation, which "
                              "needs the raw data")
-    return parse_checkpoint_arguments(parser, argv, MIRROR_FLIPS)
+    args = parse_checkpoint_arguments(parser, argv, MIRROR_FLIPS)
+    if args.karyogram_repeats < 1:
+        parser.error(f"--karyogram-repeats must be at least 1, got {args.karyogram_repeats}")
+    return args
 
 
 def build_model(args):
