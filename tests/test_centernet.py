@@ -12,7 +12,14 @@ from huggingface_hub.errors import StrictDataclassError
 from transformers import AutoImageProcessor, AutoModelForObjectDetection, Trainer, TrainingArguments
 
 from karyohf.detection import ChromosomeDetector
-from karyohf.detection.centernet import CenterNetCollator, random_crop_at_model_scale, shrink_metaphase
+from karyohf.detection.detector import DEFAULT_SCORE_THRESHOLD, rescaled_side
+from karyohf.detection.centernet import (
+    CenterNetCollator,
+    median_chromosome_length,
+    model_scale,
+    random_crop_at_model_scale,
+    shrink_metaphase,
+)
 from karyohf.models.centernet import (
     CenterNetConfig,
     CenterNetForObjectDetection,
@@ -47,8 +54,33 @@ def test_config_rejects_geometries_the_model_cannot_build():
         CenterNetConfig(box_region_threshold=1.5)
     with pytest.raises(StrictDataclassError, match="test_time_flips"):
         CenterNetConfig(test_time_flips=["diagonal"])
+    with pytest.raises(StrictDataclassError, match="chromosome_length"):
+        CenterNetConfig(chromosome_length=0)
     config = CenterNetConfig(**TINY)
-    assert config.output_stride == 4 and config.id2label == {0: "chromosome"}
+    assert config.output_stride == 4 and config.coarsest_stride == 8 and config.id2label == {0: "chromosome"}
+
+
+def test_boxes_are_fractions_of_whatever_input_the_model_is_given():
+    model, _ = tiny_centernet()
+    model.eval()
+    with pytest.raises(ValueError, match="multiples of 8"):
+        model(pixel_values=torch.zeros(1, 1, 60, 64))
+    with torch.no_grad():
+        out = model(pixel_values=torch.zeros(1, 1, 96, 64))  # taller than config.image_size (64)
+    assert out.heatmap_logits.shape == (1, 1, 24, 16) and out.pred_boxes.shape == (1, 24 * 16, 4)
+    distances = torch.full((1, 4, 24, 16), 2.0)  # every location predicts a 4 x 4 px box about its own centre
+    boxes = model._boxes_from_distances(distances).unflatten(1, (24, 16))
+    # the cell at row 5, column 3 is centred on input pixel (x, y) = (14, 22)
+    assert boxes[0, 5, 3].tolist() == pytest.approx([12 / 64, 20 / 96, 16 / 64, 24 / 96])
+
+
+def test_targets_follow_the_input_size_not_the_config():
+    config = CenterNetConfig(**TINY)  # image_size 64; the input here is 64 wide and 96 tall
+    box = torch.tensor([[0.5, 0.25, 0.25, 0.125]])  # centred on input pixel (32, 24), 16 x 12 px
+    heatmap, box_targets, weights = centernet_targets(box, 24, 16, config)
+    assert (heatmap == 1.0).nonzero().tolist() == [[6, 8]]
+    assert box_targets[6, 8].tolist() == pytest.approx([0.375, 0.1875, 0.625, 0.3125])
+    assert float(weights.sum()) == pytest.approx(1.0)
 
 
 def test_targets_peak_at_each_centre_and_share_regression_weight_per_chromosome():
@@ -129,6 +161,10 @@ def test_processor_pads_with_white_and_inverts():
     assert pixels["pixel_values"].shape == (1, 1, 64, 64) and pixels["original_sizes"].tolist() == [[32, 64]]
     assert torch.allclose(pixels["pixel_values"][0, 0, :30], torch.ones(30, 64))  # ink
     assert torch.allclose(pixels["pixel_values"][0, 0, 34:], torch.zeros(30, 64))  # white padding
+    larger = processor(image, return_tensors="pt", size=128)["pixel_values"]  # one call at another side
+    assert larger.shape == (1, 1, 128, 128) and torch.allclose(larger[0, 0, 70:], torch.zeros(58, 128))
+    with pytest.raises(ValueError, match="size must be positive"):
+        processor(image, size=-32)
 
 
 def test_auto_classes_round_trip(tmp_path):
@@ -159,6 +195,46 @@ def test_detector_api_on_centernet(tmp_path):
     detector.save_pretrained(tmp_path)
     loaded = ChromosomeDetector.from_pretrained(tmp_path, score_threshold=0.0, nms_iou=0.7)
     assert loaded.query is None and np.allclose(loaded(gray).boxes, found.boxes, atol=1e-4)
+
+
+def test_rescaled_side_brings_the_median_chromosome_to_the_learned_length():
+    lengths = np.array([30.0, 40, 40, 45, 50])  # median 40 px in a 512 px input
+    assert rescaled_side(lengths, 512, 60, 32) == 768
+    assert rescaled_side(lengths, 512, 40, 32) == 512
+    assert rescaled_side(lengths, 512, 50, 32) == 640
+    assert rescaled_side(lengths, 512, 400, 32) == 1024  # at most twice the measuring side
+    assert rescaled_side(lengths, 512, 1, 32) == 256  # at least half
+    assert rescaled_side(lengths[:4], 512, 60, 32) == 512  # too few chromosomes to measure: unchanged
+
+
+def test_detector_measures_the_chromosomes_then_detects_at_the_rescaled_side(tmp_path, monkeypatch):
+    model, processor = tiny_centernet()
+    model.config.chromosome_length = 8.0
+    model.config.test_time_flips = ("horizontal",)
+    detector = ChromosomeDetector(model, processor, score_threshold=0.05)
+    assert detector.chromosome_length == 8.0
+    gray = np.asarray(two_rod_metaphases()[0]["image"])  # 200 x 240: the 64 px input shrinks it 3.75x
+    untouched = detector(gray)  # an untrained model finds too few to measure: the default side, no error
+    assert untouched.boxes.shape[1:] == (4,)
+    passes = []
+
+    def fake_pass(image, side, flips, threshold):
+        passes.append((side, flips, threshold))
+        box = torch.tensor([[0.0, 0.0, 20.0, 10.0]])  # 20 px long in the image: 5.33 px in the 64 px input
+        return box.repeat(6, 1), torch.full((6,), 0.9)
+
+    monkeypatch.setattr(detector, "_centernet_pass", fake_pass)
+    detector(gray)
+    assert passes == [(64, (), DEFAULT_SCORE_THRESHOLD), (96, ("horizontal",), 0.05)]  # 64 * 8 / 5.33 = 96
+    passes.clear()
+    fixed = ChromosomeDetector(model, processor, score_threshold=0.05, chromosome_length=0)
+    monkeypatch.setattr(fixed, "_centernet_pass", fake_pass)
+    fixed(gray)
+    assert passes == [(64, ("horizontal",), 0.05)]  # rescaling off: one pass at image_size
+    detector.save_pretrained(tmp_path)
+    assert ChromosomeDetector.from_pretrained(tmp_path).chromosome_length == 8.0  # saved with the weights
+    with pytest.raises(ValueError, match="chromosome_length"):
+        ChromosomeDetector(model, processor, chromosome_length=-1.0)
 
 
 def test_flip_averaging_is_exactly_mirror_equivariant_and_reaches_the_detector(tmp_path):
@@ -199,12 +275,33 @@ def test_training_crops_keep_boxes_on_their_chromosomes():
     gray, boxes = np.asarray(image), np.asarray(boxes, dtype=np.float32)
     np.random.seed(0)
     for _ in range(10):
-        crop, moved = random_crop_at_model_scale(gray, boxes, image_size=64, crop_size=48, zoom=(0.8, 1.25))
+        crop, moved = random_crop_at_model_scale(gray, boxes, scale=64 / 240, crop_size=48)
         assert crop.shape == (48, 48) and ((moved >= 0) & (moved <= 48)).all()
         for x0, y0, x1, y1 in moved.round().astype(int):
             assert crop[y0:y1, x0:x1].min() < 100  # a dark band inside every kept box
-    shrunk = shrink_metaphase({"image": image, "boxes": boxes.tolist()}, longest_side=120)
+    shrunk = shrink_metaphase({"image": image, "boxes": boxes.tolist()}, image_size=96)  # zoomed 1.25x: 120 px
     assert shrunk["image"].size == (120, 100) and np.allclose(np.asarray(shrunk["boxes"]), boxes / 2)
+
+
+def test_chromosome_length_sets_the_training_scale():
+    # Rods 60 and 50 px long (median 55) in a 240 x 200 metaphase.
+    image, boxes = metaphase_with([(banded_rod(60), (30, 40), 0), (banded_rod(50), (140, 60), 90)], size=(240, 200))
+    boxes = np.asarray(boxes, dtype=np.float32)
+    assert median_chromosome_length(boxes) == pytest.approx(55, abs=2)
+    assert model_scale((200, 240), boxes, 96) == pytest.approx(0.4)  # the padded square resized to 96
+    scale = model_scale((200, 240), boxes, 96, chromosome_length=22)
+    assert scale == pytest.approx(22 / median_chromosome_length(boxes))
+    assert model_scale((200, 240), boxes[:0], 96, chromosome_length=22) == pytest.approx(0.4)  # nothing to measure
+    shrunk = shrink_metaphase({"image": image, "boxes": boxes.tolist()}, image_size=96, chromosome_length=22)
+    assert median_chromosome_length(np.asarray(shrunk["boxes"])) == pytest.approx(1.25 * 22, rel=1e-3)
+    collator = CenterNetCollator(MetaphaseImageProcessor(size=96), augment=True, crop_size=64, zoom=(1.0, 1.0),
+                                 chromosome_length=22)
+    np.random.seed(1)
+    torch.manual_seed(1)  # the flips and turns draw from torch
+    labels = collator([{"image": image, "boxes": boxes.tolist()}] * 8)["labels"]
+    lengths = [float(l["boxes"][:, 2:].amax(-1).max()) * 64 for l in labels if len(l["boxes"])]
+    assert lengths and all(length <= 22 * 60 / 55 + 0.5 for length in lengths)  # the longer rod, at model scale
+    assert any(length == pytest.approx(22 * 60 / 55, abs=0.5) for length in lengths)
 
 
 def test_training_script_runs_end_to_end(tmp_path, monkeypatch):
@@ -229,6 +326,19 @@ def test_training_script_runs_end_to_end(tmp_path, monkeypatch):
     assert ChromosomeDetector.from_pretrained(output).test_time_flips == ("horizontal",)
     assert "averaged with its horizontal mirror" in (output / "README.md").read_text()
     assert json.loads((output / "metrics.json").read_text())["training"]["steps"] == 3
+    # So does the chromosome-length scale, which a continued run then trains with.
+    train_centernet.main(["--init", str(output), "--output-dir", str(output), "--data-root", str(data),
+                          "--evaluate-only", "--chromosome-length", "20", "--threads", "1"])
+    assert ChromosomeDetector.from_pretrained(output).chromosome_length == 20.0
+    assert "median length is 20 input pixels" in (output / "README.md").read_text()
+    continued = tmp_path / "continued"
+    train_centernet.main(["--init", str(output), "--output-dir", str(continued), "--data-root", str(data),
+                          "--max-steps", "2", "--batch-size", "2", "--crop-size", "48", "--threads", "1"])
+    assert ChromosomeDetector.from_pretrained(continued).chromosome_length == 20.0
+    train_centernet.main(["--init", str(continued), "--output-dir", str(continued), "--data-root", str(data),
+                          "--evaluate-only", "--chromosome-length", "0", "--threads", "1"])
+    assert ChromosomeDetector.from_pretrained(continued).chromosome_length == 0.0
+    assert "resized to 64 px" in (continued / "README.md").read_text()
 
 
 def test_training_script_ships_the_average_of_a_continued_run_and_its_start(tmp_path, monkeypatch):

@@ -10,7 +10,8 @@ On a GPU machine without the raw data, train on metaphases packed here by `train
 (`--train-metaphases DIR --workers 14`), then score the result here with `--evaluate-only --init DIR`.
 
 Training images are shrunk once (cached by `datasets`) and then varied on the fly: a flip or quarter turn, zoom
-0.8-1.25x, a random crop of the model-scale metaphase, exposure. The output folder holds what
+0.8-1.25x, a random crop of the model-scale metaphase (the padded square at --image-size, or with
+--chromosome-length the scale that gives its median chromosome that length, as `ChromosomeDetector` will), exposure. The output folder holds what
 `ChromosomeDetector.from_pretrained` loads (config, safetensors, processor config), a model card and metrics.json
 (AP50, AP50:95, recall, precision, count error on the held-out specimens beside the Otsu baseline on the same images).
 """
@@ -52,6 +53,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     geometry.add_argument("--neck-channels", type=int, default=48)
     geometry.add_argument("--head-channels", type=int, default=32)
     parser.add_argument("--crop-size", type=int, default=384, help="training crops of the model-scale metaphase")
+    parser.add_argument("--chromosome-length", type=float, default=None,
+                        help="model scale: each metaphase resized so its median chromosome is this many input pixels "
+                             "long, in training crops and at inference (`config.chromosome_length`; 0 turns it off: "
+                             "the padded square resized to --image-size); default: the --init checkpoint's setting")
     parser.add_argument("--minutes", type=float, default=60.0, help="wall-clock training budget")
     parser.add_argument("--max-steps", type=int, default=None, help="default: as many as --minutes allows")
     parser.add_argument("--batch-size", type=int, default=8, help="per device")
@@ -73,11 +78,16 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def build_model(args) -> tuple[CenterNetForObjectDetection, MetaphaseImageProcessor]:
     if args.init:
-        return AutoModelForObjectDetection.from_pretrained(args.init), MetaphaseImageProcessor.from_pretrained(args.init)
-    config = CenterNetConfig(image_size=args.image_size, stage_channels=args.stage_channels,
-                             stage_blocks=args.stage_blocks, neck_channels=args.neck_channels,
-                             head_channels=args.head_channels)
-    return CenterNetForObjectDetection(config), MetaphaseImageProcessor(size=args.image_size)
+        model = AutoModelForObjectDetection.from_pretrained(args.init)
+        processor = MetaphaseImageProcessor.from_pretrained(args.init)
+    else:
+        config = CenterNetConfig(image_size=args.image_size, stage_channels=args.stage_channels,
+                                 stage_blocks=args.stage_blocks, neck_channels=args.neck_channels,
+                                 head_channels=args.head_channels)
+        model, processor = CenterNetForObjectDetection(config), MetaphaseImageProcessor(size=args.image_size)
+    if args.chromosome_length is not None:
+        model.config.chromosome_length = args.chromosome_length or None
+    return model, processor
 
 
 def training_arguments(args, output_dir: str, max_steps: int) -> TrainingArguments:
@@ -133,14 +143,17 @@ def main(argv=None) -> None:
 
 def train(args):
     """Train from --init or scratch; returns the model (None off the main process), processor and the record."""
+    model, processor = build_model(args)
+    chromosome_length = model.config.chromosome_length
     if args.train_metaphases:  # packed already shrunk
         train_set = load_from_disk(str(args.train_metaphases))
     else:
         train_set = split_metaphases(load_metaphases(args.data_root))["train"]
-        train_set = train_set.map(shrink_metaphase, desc="shrinking training metaphases")
+        train_set = train_set.map(shrink_metaphase, fn_kwargs={"image_size": processor.size,
+                                                               "chromosome_length": chromosome_length},
+                                  desc="shrinking training metaphases")
     train_set = train_set.shuffle(seed=args.seed)
-    model, processor = build_model(args)
-    collator = CenterNetCollator(processor, augment=True, crop_size=args.crop_size)
+    collator = CenterNetCollator(processor, augment=True, crop_size=args.crop_size, chromosome_length=chromosome_length)
     max_steps = args.max_steps or max(
         50, int(args.minutes * 60 / seconds_per_step(model, collator, train_set, args.batch_size, args.workers)))
     print(f"{model.num_parameters():,} parameters; {len(train_set):,} training metaphases; {max_steps:,} steps")
@@ -176,7 +189,9 @@ def score_and_describe(args, model, processor, validation, training: dict) -> No
     config = model.config
     write_model_card(
         args.output_dir, "chromosome-detector",
-        name=args.output_dir.name, parameters=f"{model.num_parameters():,}", image_size=config.image_size,
+        name=args.output_dir.name, parameters=f"{model.num_parameters():,}",
+        input_size=(f"square whose side makes the median chromosome {config.chromosome_length:g} px "
+                    f"(measured at {config.image_size} px)" if config.chromosome_length else f"{config.image_size} px square"),
         stage_channels=" / ".join(map(str, config.stage_channels)), stage_blocks=" / ".join(map(str, config.stage_blocks)),
         neck_channels=config.neck_channels, head_channels=config.head_channels, crop_size=training["crop_size"],
         steps=f"{training['steps']:,}", batch_size=training["batch_size"],
@@ -187,6 +202,10 @@ def score_and_describe(args, model, processor, validation, training: dict) -> No
                     "(`--average-with`, a two-member model soup)." if "averaged_with" in training else ""),
         validation_chromosomes=f"{metrics['chromosomes']:,}", ap_floor=AP_SCORE_FLOOR,
         score_threshold=args.score_threshold,
+        input_scale=(f"resized so that its chromosomes' median length is {config.chromosome_length:g} input pixels "
+                     f"(measured in one plain forward at {config.image_size} px; `chromosome_length` in config.json, "
+                     "pass `chromosome_length=0` to `ChromosomeDetector` for the fixed square)"
+                     if config.chromosome_length else f"resized to {config.image_size} px"),
         test_time_flips=(f"averaged with its {' + '.join(config.test_time_flips)} mirror image(s) (`test_time_flips` in "
                          "config.json; pass `test_time_flips=()` to `ChromosomeDetector` for one plain forward)"
                          if config.test_time_flips else "one forward per image, no test-time flips"),

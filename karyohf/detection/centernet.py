@@ -15,31 +15,47 @@ from ..images import as_gray_uint8
 from ..models.centernet import MetaphaseImageProcessor
 from .boxes import random_dihedral
 
-# Stored training images are shrunk to this longest side once; the largest zoom then never upsamples much.
-STORED_SIDE = 640
+# Training zooms each metaphase to between these multiples of its model scale.
+ZOOM = (0.8, 1.25)
 
 
-def shrink_metaphase(example: dict, longest_side: int = STORED_SIDE) -> dict:
-    """`datasets.map` function: a metaphase with its longest side at most `longest_side`, boxes scaled with it."""
+def median_chromosome_length(boxes: np.ndarray) -> float | None:
+    """Median longest side of xyxy `boxes`, in their pixels; None without boxes."""
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    if len(boxes) == 0:
+        return None
+    return float(np.median(np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])))
+
+
+def model_scale(shape: tuple[int, int], boxes: np.ndarray, image_size: int, chromosome_length: float | None = None) -> float:
+    """Model input pixels per image pixel, as `ChromosomeDetector` resizes the image: its padded square to
+    `image_size`, or, with `chromosome_length`, so that the median chromosome is that long."""
+    length = median_chromosome_length(boxes) if chromosome_length else None
+    return chromosome_length / length if length else image_size / max(shape)
+
+
+def shrink_metaphase(example: dict, image_size: int = 512, chromosome_length: float | None = None) -> dict:
+    """`datasets.map` function: a metaphase shrunk once, as far as the largest training zoom at model scale allows
+    without upsampling, boxes scaled with it (never enlarged)."""
     gray = as_gray_uint8(example["image"])
     height, width = gray.shape
-    scale = min(1.0, longest_side / max(height, width))
+    boxes = np.asarray(example["boxes"], dtype=np.float32).reshape(-1, 4)
+    scale = min(1.0, ZOOM[1] * model_scale(gray.shape, boxes, image_size, chromosome_length))
     if scale < 1.0:
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
         gray = np.asarray(Image.fromarray(gray).resize(size, Image.Resampling.BILINEAR))
-    boxes = np.asarray(example["boxes"], dtype=np.float32).reshape(-1, 4) * scale
-    return {"image": Image.fromarray(gray), "boxes": boxes.tolist()}
+    return {"image": Image.fromarray(gray), "boxes": (boxes * scale).tolist()}
 
 
 def random_crop_at_model_scale(
-    gray: np.ndarray, boxes: np.ndarray, image_size: int, crop_size: int, zoom: tuple[float, float],
+    gray: np.ndarray, boxes: np.ndarray, scale: float, crop_size: int, zoom: tuple[float, float] = ZOOM,
     min_visible: float = 0.4,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """A `crop_size` square of the metaphase at model scale (its padded square resized to `image_size`, times a
-    random zoom), white beyond the image; boxes in that crop's pixels. Boxes less than `min_visible` inside are
-    dropped, the rest clipped."""
+    """A `crop_size` square of the metaphase resized by `scale` (model pixels per image pixel) times a random zoom,
+    white beyond the image; boxes in that crop's pixels. Boxes less than `min_visible` inside are dropped, the rest
+    clipped."""
     height, width = gray.shape
-    factor = image_size / max(height, width) * float(np.exp(np.random.uniform(np.log(zoom[0]), np.log(zoom[1]))))
+    factor = scale * float(np.exp(np.random.uniform(np.log(zoom[0]), np.log(zoom[1]))))
     window = crop_size / factor  # source pixels
     origin = [np.random.uniform(min(0.0, side - window), max(0.0, side - window)) for side in (width, height)]
     extent = (origin[0], origin[1], origin[0] + window, origin[1] + window)
@@ -62,13 +78,15 @@ def random_exposure(gray: np.ndarray) -> np.ndarray:
 class CenterNetCollator:
     """Metaphase examples (`image`, `boxes` xyxy pixels) -> `pixel_values` and `labels` for `CenterNetForObjectDetection`.
 
-    With `augment`: a random flip or quarter turn, zoom, crop of `crop_size` and exposure change. Without it: the
-    whole padded square at `image_size`, as at inference. Label boxes are (cx, cy, w, h) in units of `image_size`.
+    With `augment`: a random flip or quarter turn, a crop of `crop_size` at model scale (`model_scale`, with the
+    detector's `chromosome_length` if it has one) times a random zoom, and an exposure change. Without it: the whole
+    padded square at `image_size`. Label boxes are (cx, cy, w, h) fractions of the input.
     """
 
     def __init__(self, processor: MetaphaseImageProcessor, augment: bool = False, crop_size: int = 384,
-                 zoom: tuple[float, float] = (0.8, 1.25)):
+                 zoom: tuple[float, float] = ZOOM, chromosome_length: float | None = None):
         self.processor, self.augment, self.crop_size, self.zoom = processor, augment, crop_size, zoom
+        self.chromosome_length = chromosome_length
 
     def __call__(self, examples) -> dict:
         side = self.processor.size
@@ -78,12 +96,15 @@ class CenterNetCollator:
             boxes = np.asarray(example["boxes"], dtype=np.float32).reshape(-1, 4)
             if self.augment:
                 gray, boxes = random_dihedral(gray, boxes)
-                gray, boxes = random_crop_at_model_scale(gray, boxes, side, self.crop_size, self.zoom)
+                scale = model_scale(gray.shape, boxes, side, self.chromosome_length)
+                gray, boxes = random_crop_at_model_scale(gray, boxes, scale, self.crop_size, self.zoom)
                 pixels.append(self.processor.normalize_ink(random_exposure(gray)))
             else:
                 pixels.append(self.processor.square_input(gray))
                 boxes = boxes * (side / max(gray.shape))
             x0, y0, x1, y1 = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4).unbind(-1)
-            cxcywh = torch.stack([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0], dim=-1) / side
+            height, width = pixels[-1].shape[-2:]
+            cxcywh = torch.stack([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0], dim=-1)
+            cxcywh = cxcywh / torch.tensor([width, height, width, height], dtype=torch.float32)
             labels.append({"class_labels": torch.zeros(len(cxcywh), dtype=torch.int64), "boxes": cxcywh})
         return {"pixel_values": torch.as_tensor(np.stack(pixels)), "labels": labels}

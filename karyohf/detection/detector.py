@@ -6,6 +6,12 @@ Wraps either of two detector families behind one call, each with its processor:
 - CenterNet (`karyohf.models.centernet`, convolutional, trained from scratch): each call keeps the heatmap peaks.
 Either way, candidates scoring above `score_threshold` go through non-maximum suppression (OWLv2's own
 post-processing has none) and come back in the image's own pixels.
+
+A CenterNet checkpoint may also carry `chromosome_length`: the median chromosome length, in input pixels, at which it
+detects best. Metaphases come as fields of any size at the microscope's fixed magnification (the validation images
+are 486-1360 px with chromosomes ~85 px long in every one), so one fixed input square shows their chromosomes at
+very different sizes. The detector then measures the chromosomes in one plain forward at `image_size` and runs the
+final pass on the square resized to bring their median length to `chromosome_length`.
 """
 
 from __future__ import annotations
@@ -25,11 +31,25 @@ DEFAULT_SCORE_THRESHOLD = 0.3
 # Crossing and touching chromosomes have overlapping boxes: 2.2% of the annotated validation boxes overlap a neighbour
 # by IoU > 0.5, 0.8% by IoU > 0.6. Suppressing above 0.5 dropped real chromosomes (recall 0.952 -> 0.956 at 0.6).
 DEFAULT_NMS_IOU = 0.6
+# The input side chosen to bring chromosomes to `chromosome_length` stays within these multiples of `image_size`, and
+# is measured only from this many confident detections (fewer: the default square).
+RESCALE_LIMITS = (0.5, 2.0)
+MIN_CHROMOSOMES_TO_MEASURE = 5
+
+
+def rescaled_side(lengths: np.ndarray, measured_at: int, chromosome_length: float, multiple: int) -> int:
+    """The square input side at which chromosomes whose longest sides were `lengths` pixels at input side
+    `measured_at` have median length `chromosome_length`: a multiple of `multiple`, within `RESCALE_LIMITS`."""
+    if len(lengths) < MIN_CHROMOSOMES_TO_MEASURE:
+        return measured_at
+    side = measured_at * chromosome_length / float(np.median(lengths))
+    low, high = (limit * measured_at for limit in RESCALE_LIMITS)
+    return int(round(min(max(side, low), high) / multiple)) * multiple
 
 
 class ChromosomeDetector:
     def __init__(self, model, processor, score_threshold: float = DEFAULT_SCORE_THRESHOLD, nms_iou: float = DEFAULT_NMS_IOU,
-                 test_time_flips: tuple[str, ...] | None = None):
+                 test_time_flips: tuple[str, ...] | None = None, chromosome_length: float | None = None):
         if not 0.0 <= score_threshold < 1.0:
             raise ValueError(f"score_threshold must be in [0, 1), got {score_threshold}")
         if not 0.0 <= nms_iou <= 1.0:
@@ -44,6 +64,12 @@ class ChromosomeDetector:
         if test_time_flips is None:  # the setting saved with the checkpoint, measured with its weights
             test_time_flips = getattr(model.config, "test_time_flips", ())
         self.test_time_flips = tuple(test_time_flips)
+        if chromosome_length is None:  # likewise; 0 turns rescaling off
+            chromosome_length = getattr(model.config, "chromosome_length", None) or 0.0
+        if chromosome_length < 0 or (chromosome_length and self.query is not None):
+            raise ValueError("chromosome_length must be >= 0 (0: no rescaling) and applies to CenterNet detectors only, "
+                             f"got {chromosome_length}")
+        self.chromosome_length = float(chromosome_length)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | None = None, **kwargs) -> "ChromosomeDetector":
@@ -85,15 +111,24 @@ class ChromosomeDetector:
 
     def _centernet_candidates(self, gray: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Every heatmap peak scoring above the threshold: its box in image pixels, and its score."""
-        inputs = self.processor(gray, return_tensors="pt")
+        side = self.model.config.image_size
+        if self.chromosome_length:
+            first, _ = self._centernet_pass(gray, side, flips=(), threshold=DEFAULT_SCORE_THRESHOLD)
+            lengths = (first[:, 2:] - first[:, :2]).amax(dim=1).cpu().numpy() * side / max(gray.shape)
+            side = rescaled_side(lengths, side, self.chromosome_length, self.model.config.coarsest_stride)
+        return self._centernet_pass(gray, side, self.test_time_flips, self.score_threshold)
+
+    def _centernet_pass(self, gray: np.ndarray, side: int, flips: tuple[str, ...], threshold: float):
+        """Heatmap peaks above `threshold` from the metaphase's padded square at `side` pixels, averaged over
+        `flips`: boxes in image pixels, and scores."""
+        inputs = self.processor(gray, return_tensors="pt", size=side)
         device = next(self.model.parameters()).device
         pixels = inputs["pixel_values"].to(device=device, dtype=self.model.dtype)
-        if self.test_time_flips:
-            outputs = flip_averaged_outputs(self.model, pixels, self.test_time_flips)
+        if flips:
+            outputs = flip_averaged_outputs(self.model, pixels, flips)
         else:
             outputs = self.model(pixel_values=pixels)
         found = self.processor.post_process_object_detection(
-            outputs, threshold=self.score_threshold, target_sizes=inputs["original_sizes"],
-            top_k=self.model.config.max_detections,
+            outputs, threshold=threshold, target_sizes=inputs["original_sizes"], top_k=self.model.config.max_detections,
         )[0]
         return found["boxes"], found["scores"]

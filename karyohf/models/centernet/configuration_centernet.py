@@ -46,6 +46,11 @@ class CenterNetConfig(PreTrainedConfig):
         test_time_flips (`tuple[str, ...]`, defaults to `()`):
             Mirror images ("horizontal", "vertical", "both") that `ChromosomeDetector` averages the heatmap and boxes
             over by default: an inference setting saved with the weights it was measured on.
+        chromosome_length (`float`, *optional*):
+            Median chromosome length, in input pixels, at which the detector finds chromosomes best. When set,
+            `ChromosomeDetector` measures each metaphase's chromosomes in one plain forward at `image_size` and
+            runs the final pass on its square resized to bring them to this length (an inference setting, saved
+            with the weights it was measured on). `None`: every metaphase is resized to `image_size`.
         initializer_range (`float`, defaults to 0.02):
             Unused by the convolutions (Kaiming init); kept for transformers' conventions.
     """
@@ -65,6 +70,7 @@ class CenterNetConfig(PreTrainedConfig):
     box_loss_weight: float | int = 5.0
     max_detections: int = 200
     test_time_flips: tuple[str, ...] | list[str] = ()
+    chromosome_length: float | int | None = None
     initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs):
@@ -81,6 +87,11 @@ class CenterNetConfig(PreTrainedConfig):
         """Input pixels per heatmap cell: the stem halves the image twice before the first stage."""
         return 4
 
+    @property
+    def coarsest_stride(self) -> int:
+        """Input pixels per cell of the last stage: input sides must be multiples of it."""
+        return self.output_stride * 2 ** (len(self.stage_channels) - 1)
+
     def validate_architecture(self):
         """Called by `@strict` after `__init__`: reject geometries the model cannot be built with."""
         if not self.stage_channels or len(self.stage_channels) != len(self.stage_blocks):
@@ -88,10 +99,9 @@ class CenterNetConfig(PreTrainedConfig):
                 f"`stage_channels` {self.stage_channels} and `stage_blocks` {self.stage_blocks} must be non-empty and "
                 "of equal length (one entry per stage)."
             )
-        coarsest = self.output_stride * 2 ** (len(self.stage_channels) - 1)
-        if self.image_size <= 0 or self.image_size % coarsest:
-            raise ValueError(f"`image_size` must be a positive multiple of {coarsest} (the coarsest stage's stride), "
-                             f"got {self.image_size}.")
+        if self.image_size <= 0 or self.image_size % self.coarsest_stride:
+            raise ValueError(f"`image_size` must be a positive multiple of {self.coarsest_stride} (the coarsest stage's "
+                             f"stride), got {self.image_size}.")
         for name in ("num_channels", "stem_channels", "neck_channels", "head_channels", "max_detections"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"`{name}` must be positive, got {getattr(self, name)}.")
@@ -103,6 +113,8 @@ class CenterNetConfig(PreTrainedConfig):
         unknown = [flip for flip in self.test_time_flips if flip not in MIRROR_FLIPS]
         if unknown:
             raise ValueError(f"`test_time_flips` must be among {MIRROR_FLIPS}, got {unknown}.")
+        if self.chromosome_length is not None and self.chromosome_length <= 0:
+            raise ValueError(f"`chromosome_length` must be positive or None, got {self.chromosome_length}.")
         if not 0.0 < self.box_region_threshold < 1.0:
             raise ValueError(f"`box_region_threshold` must lie in (0, 1), got {self.box_region_threshold}.")
 

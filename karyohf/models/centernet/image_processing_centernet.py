@@ -46,11 +46,13 @@ class MetaphaseImageProcessor(BaseImageProcessor):
         self.image_mean = float(image_mean)
         self.image_std = float(image_std)
 
-    def preprocess(self, images, return_tensors=None) -> BatchFeature:
+    def preprocess(self, images, return_tensors=None, size: int | None = None) -> BatchFeature:
         """
         Args:
             images: one PIL image or numpy array, or a list of them (grey, RGB(A), 8/16-bit or float).
             return_tensors (`"pt"`, `"np"` or `None`).
+            size: side of the square input for this call instead of `self.size` (a multiple of the detector's
+                coarsest stride): `ChromosomeDetector` picks it so that the chromosomes appear at a learned size.
 
         Returns:
             `BatchFeature` with `pixel_values` (batch, 1, size, size) float32 and `original_sizes` (batch, 2): the
@@ -61,15 +63,19 @@ class MetaphaseImageProcessor(BaseImageProcessor):
         if len(images) == 0:
             raise ValueError("Got no images.")
         grays = [to_grayscale_uint8(image) for image in images]
-        pixel_values = np.stack([self.square_input(gray) for gray in grays])
+        pixel_values = np.stack([self.square_input(gray, size) for gray in grays])
         sizes = np.array([gray.shape for gray in grays], dtype=np.int64)
         return BatchFeature(data={"pixel_values": pixel_values, "original_sizes": sizes}, tensor_type=return_tensors)
 
-    def square_input(self, gray: np.ndarray) -> np.ndarray:
-        """(H, W) uint8 -> (1, size, size) normalised ink; a gray image already `size` square is only normalised."""
+    def square_input(self, gray: np.ndarray, size: int | None = None) -> np.ndarray:
+        """(H, W) uint8 -> (1, size, size) normalised ink (`size` defaults to `self.size`); a gray image already
+        `size` square is only normalised."""
+        size = self.size if size is None else int(size)
+        if size <= 0:
+            raise ValueError(f"size must be positive, got {size}")
         square = pad_to_square(gray)
-        if square.shape[0] != self.size:
-            square = np.asarray(Image.fromarray(square).resize((self.size, self.size), Image.Resampling.BILINEAR))
+        if square.shape[0] != size:
+            square = np.asarray(Image.fromarray(square).resize((size, size), Image.Resampling.BILINEAR))
         return self.normalize_ink(square)
 
     def normalize_ink(self, gray: np.ndarray) -> np.ndarray:

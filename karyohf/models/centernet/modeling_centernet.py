@@ -5,10 +5,11 @@ of its box. Training uses the CenterNet focal loss on elliptical Gaussian target
 the box from every location near its centre (weighted by the Gaussian, GIoU loss), not from the peak alone: that
 dense box supervision is what lets a detector trained from scratch on two CPU cores converge in a few epochs.
 
-Boxes are handled as fractions of the square model input (`config.image_size`), like OWLv2's: the metaphase is
-padded at the bottom and right to a square, so fractions times the square's side give the image's own pixels. The
-network is fully convolutional, so it also trains on smaller crops of that input; their boxes stay in units of
-`config.image_size` pixels, measured from the crop's top left corner.
+Boxes are handled as fractions of the model input, like OWLv2's: the metaphase is padded at the bottom and right to
+a square, so fractions times the square's side give the image's own pixels. The network is fully convolutional, so
+the input may be any size whose sides are multiples of the coarsest stage's stride: training uses crops smaller
+than `config.image_size`, and `ChromosomeDetector` may resize a metaphase so that its chromosomes appear at the size
+the detector learned (`config.chromosome_length`).
 """
 
 import math
@@ -38,7 +39,7 @@ class CenterNetObjectDetectionOutput(ModelOutput):
     heatmap_logits (`torch.FloatTensor` of shape `(batch_size, 1, rows, columns)`):
         Centre logits on the stride-4 grid.
     pred_boxes (`torch.FloatTensor` of shape `(batch_size, rows * columns, 4)`):
-        The box each location predicts, (x0, y0, x1, y1) as fractions of the square input, row-major.
+        The box each location predicts, (x0, y0, x1, y1) as fractions of the input's width and height, row-major.
     heatmap_loss (`torch.FloatTensor`, *optional*), box_loss (`torch.FloatTensor`, *optional*):
         The two terms of `loss`, for logging.
     """
@@ -166,12 +167,16 @@ class CenterNetForObjectDetection(CenterNetPreTrainedModel):
         self, pixel_values: torch.Tensor, labels: list[dict] | None = None, return_dict: bool | None = None, **kwargs
     ) -> CenterNetObjectDetectionOutput:
         r"""
-        pixel_values (`torch.FloatTensor` of shape `(batch_size, num_channels, image_size, image_size)`):
-            Metaphases prepared by `MetaphaseImageProcessor`.
+        pixel_values (`torch.FloatTensor` of shape `(batch_size, num_channels, height, width)`):
+            Metaphases prepared by `MetaphaseImageProcessor` (sides multiples of the coarsest stage's stride).
         labels (`list[dict]`, *optional*):
-            One dict per image with `"boxes"`: `(n, 4)` (cx, cy, w, h) fractions of the square input (the DETR and
+            One dict per image with `"boxes"`: `(n, 4)` (cx, cy, w, h) fractions of the input (the DETR and
             OWLv2 convention; any `"class_labels"` are ignored, there is one class). Returns the loss when given.
         """
+        coarsest = self.config.coarsest_stride
+        if pixel_values.shape[-1] % coarsest or pixel_values.shape[-2] % coarsest:
+            raise ValueError(f"input height and width must be multiples of {coarsest} (the coarsest stage's stride), "
+                             f"got {tuple(pixel_values.shape[-2:])}")
         features = self.neck(self.backbone(pixel_values))
         heatmap_logits = self.heatmap_head(features)
         distances = F.softplus(self.box_head(features)) * self.config.box_scale  # input pixels to l, t, r, b
@@ -188,10 +193,11 @@ class CenterNetForObjectDetection(CenterNetPreTrainedModel):
     def _boxes_from_distances(self, distances: torch.Tensor) -> torch.Tensor:
         """(B, 4, rows, cols) side distances in input pixels -> (B, rows*cols, 4) xyxy fractions of the input."""
         rows, columns = distances.shape[-2:]
-        centre_y, centre_x = location_centres(rows, columns, self.config.output_stride, distances)
+        stride = self.config.output_stride
+        centre_y, centre_x = location_centres(rows, columns, stride, distances)
         left, top, right, bottom = distances.unbind(1)
         boxes = torch.stack([centre_x - left, centre_y - top, centre_x + right, centre_y + bottom], dim=-1)
-        return boxes.flatten(1, 2) / self.config.image_size
+        return boxes.flatten(1, 2) / boxes.new_tensor([columns, rows, columns, rows]) / stride
 
     def loss_terms(self, heatmap_logits: torch.Tensor, pred_boxes: torch.Tensor, labels: list[dict]):
         """Focal loss on the Gaussian heatmap (per chromosome) and Gaussian-weighted GIoU (per chromosome)."""
@@ -258,7 +264,8 @@ def location_centres(rows: int, columns: int, stride: int, like: torch.Tensor) -
 
 
 def centernet_targets(boxes: torch.Tensor, rows: int, columns: int, config: CenterNetConfig):
-    """Training targets of one image from its (n, 4) cx, cy, w, h boxes (fractions of the square input).
+    """Training targets of one image from its (n, 4) cx, cy, w, h boxes (fractions of the input, whose heatmap is
+    `rows` x `columns`).
 
     Returns:
         heatmap `(rows, cols)`: the maximum over chromosomes of an elliptical Gaussian (sd `alpha * side / 6` per
@@ -274,9 +281,10 @@ def centernet_targets(boxes: torch.Tensor, rows: int, columns: int, config: Cent
     weights = boxes.new_zeros(rows, columns)
     if len(boxes) == 0:
         return heatmap, box_targets, weights
-    side, stride = config.image_size, config.output_stride
+    stride = config.output_stride
+    size = boxes.new_tensor([columns, rows, columns, rows]) * stride  # input width, height, width, height
     centre_y, centre_x = location_centres(rows, columns, stride, heatmap)
-    cx, cy, w, h = (boxes * side).unbind(-1)  # input pixels
+    cx, cy, w, h = (boxes * size).unbind(-1)  # input pixels
     sigma_x = (config.gaussian_alpha * w / 6).clamp(min=stride / 4)
     sigma_y = (config.gaussian_alpha * h / 6).clamp(min=stride / 4)
     dx = (centre_x[None] - cx[:, None, None]) / sigma_x[:, None, None]
@@ -295,7 +303,7 @@ def centernet_targets(boxes: torch.Tensor, rows: int, columns: int, config: Cent
     mine = gaussians * (owner[None] == index[:, None, None]) * owned[None]
     mine = mine / mine.flatten(1).sum(1).clamp(min=1e-12)[:, None, None]
     weights = mine.sum(0)
-    corners = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=-1) / side
+    corners = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=-1) / size
     box_targets = corners[owner]
     return heatmap, box_targets, weights
 
