@@ -3,6 +3,7 @@ import pytest
 from PIL import Image
 
 from karyohf.data import (
+    MISLABELED_KARYOGRAM_CELLS,
     DataNotFoundError,
     data_root,
     in_validation,
@@ -48,13 +49,14 @@ def test_metaphases_load_whole_and_split_by_specimen(real_data_root):
     assert 0.1 < len(split["validation"]) / 2200 < 0.2
 
 
-def test_karyogram_crops_load_whole_and_split_by_case(real_data_root):
+def test_karyogram_crops_load_without_the_mislabeled_cells_and_split_by_case(real_data_root):
     crops = load_karyogram_crops(real_data_root)
-    assert len(crops) == 28135
+    assert len(crops) == 28135 - (45 + 46 + 36)  # the three mislabeled cells' crops
+    assert not set(crops["cell_id"]) & set(MISLABELED_KARYOGRAM_CELLS)
     assert crops.features["chromosome"].names[0] == "1"
     split = split_karyogram_crops(crops)
     assert not set(split["train"]["case_id"]) & set(split["validation"]["case_id"])
-    assert len(split["train"]) + len(split["validation"]) == 28135
+    assert len(split["train"]) + len(split["validation"]) == len(crops)
 
 
 @pytest.mark.parametrize(
