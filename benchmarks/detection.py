@@ -1,8 +1,8 @@
 """Detector latency per metaphase on this CPU: the whole `ChromosomeDetector` call (grey conversion, padding,
 resize, forward, peak decoding, NMS) on real validation metaphases of every size in the data, 360-1360 px.
 
-Rows: the shipped detector (checkpoints/owlv2-chromosomes) as shipped and, when its config asks for test-time
-flips, as one plain forward; for comparison, a random-init OWLv2 at the
+Rows: the shipped detector (checkpoints/owlv2-chromosomes) as shipped and, when its config asks for them, without
+the chromosome-length rescaling and as one plain forward at its fixed input size; for comparison, a random-init OWLv2 at the
 geometry a from-scratch ViT detector would need (512 px, patch 16, width 256 x 6 layers; latency does not depend on
 the weights). Goal: <= 300 ms per metaphase for the shipped one on 2 cores.
 
@@ -55,12 +55,18 @@ def main() -> None:
     sizes = [image.shape for image in images]
     rows = {}
     if (SHIPPED / "config.json").is_file():
-        detectors = [ChromosomeDetector.from_pretrained(SHIPPED)]
-        if detectors[0].test_time_flips:  # also time it as one plain forward
-            detectors.append(ChromosomeDetector.from_pretrained(SHIPPED, test_time_flips=()))
-        for detector in detectors:
+        shipped = ChromosomeDetector.from_pretrained(SHIPPED)
+        detectors = {"as shipped": shipped}
+        if shipped.chromosome_length:  # also without the measuring pass, every metaphase at image_size
+            detectors[f"{shipped.model.config.image_size} px square"] = ChromosomeDetector.from_pretrained(
+                SHIPPED, chromosome_length=0)
+        if shipped.test_time_flips or shipped.chromosome_length:
+            detectors["one plain forward"] = ChromosomeDetector.from_pretrained(
+                SHIPPED, test_time_flips=(), chromosome_length=0)
+        for setting, detector in detectors.items():
             views = " + ".join(("plain",) + detector.test_time_flips)
-            rows[f"shipped {detector.model.config.model_type} ({views})"] = {
+            scale = f", rescaled to {detector.chromosome_length:g} px chromosomes" if detector.chromosome_length else ""
+            rows[f"shipped {detector.model.config.model_type}, {setting} ({views}{scale})"] = {
                 "parameters": detector.model.num_parameters(), **time_detector(detector, images, args.repeats)}
     torch.manual_seed(0)
     model, processor = owlv2_from_scratch(image_size=512, patch_size=16, vision_width=256, vision_layers=6)
