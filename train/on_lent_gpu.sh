@@ -9,6 +9,9 @@
 #   bash train/on_lent_gpu.sh chromid OUTPUT_DIR MINUTES [WORKERS [ARGS...]]    # identity model, from random init
 #   bash train/on_lent_gpu.sh centernet OUTPUT_DIR MINUTES [WORKERS [ARGS...]]  # detector, continued from the shipped one
 #
+# The shipped detector carries config.chromosome_length (65), so its continuation trains at that scale; the packed
+# metaphases are shrunk to 640 px, which that scale enlarges up to ~2x for the largest fields.
+#
 # WORKERS (default 14) augment on the machine's cores; give each of several runs sharing the GPU its share. ARGS go
 # to the training script (a geometry such as --hidden-size 192 --layers 8, say).
 set -euo pipefail
