@@ -198,13 +198,15 @@ def test_detector_api_on_centernet(tmp_path):
 
 
 def test_rescaled_side_brings_the_median_chromosome_to_the_learned_length():
-    lengths = np.array([30.0, 40, 40, 45, 50])  # median 40 px in a 512 px input
-    assert rescaled_side(lengths, 512, 60, 32) == 768
-    assert rescaled_side(lengths, 512, 40, 32) == 512
-    assert rescaled_side(lengths, 512, 50, 32) == 640
-    assert rescaled_side(lengths, 512, 400, 32) == 1024  # at most twice the measuring side
-    assert rescaled_side(lengths, 512, 1, 32) == 256  # at least half
-    assert rescaled_side(lengths[:4], 512, 60, 32) == 512  # too few chromosomes to measure: unchanged
+    lengths = np.array([30.0, 40, 40, 45, 50])  # median 40 px in a 1024 x 800 image
+    boxes = np.stack([np.zeros(5), np.zeros(5), lengths, lengths / 4], axis=1)  # lying rods: length is the width
+    shape = (800, 1024)
+    assert rescaled_side(shape, boxes, 512, 30, 32) == 768  # 1024 px * 30 / 40
+    assert rescaled_side(shape, boxes, 512, 20, 32) == 512
+    assert rescaled_side(shape, boxes, 512, 25, 32) == 640
+    assert rescaled_side(shape, boxes, 512, 400, 32) == 1024  # at most twice image_size
+    assert rescaled_side(shape, boxes, 512, 1, 32) == 256  # at least half
+    assert rescaled_side(shape, boxes[:4], 512, 60, 32) == 512  # too few chromosomes to measure: image_size
 
 
 def test_detector_measures_the_chromosomes_then_detects_at_the_rescaled_side(tmp_path, monkeypatch):

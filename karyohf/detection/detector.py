@@ -25,6 +25,7 @@ from transformers import AutoConfig, AutoImageProcessor, AutoModelForObjectDetec
 from ..images import as_gray_uint8
 from ..models.centernet import flip_averaged_outputs
 from .boxes import Detections, non_maximum_suppression, padded_cxcywh_to_xyxy
+from .centernet import model_scale
 from .owlv2 import load_owlv2, pixel_values, predict, query_embedding
 
 DEFAULT_SCORE_THRESHOLD = 0.3
@@ -37,13 +38,15 @@ RESCALE_LIMITS = (0.5, 2.0)
 MIN_CHROMOSOMES_TO_MEASURE = 5
 
 
-def rescaled_side(lengths: np.ndarray, measured_at: int, chromosome_length: float, multiple: int) -> int:
-    """The square input side at which chromosomes whose longest sides were `lengths` pixels at input side
-    `measured_at` have median length `chromosome_length`: a multiple of `multiple`, within `RESCALE_LIMITS`."""
-    if len(lengths) < MIN_CHROMOSOMES_TO_MEASURE:
-        return measured_at
-    side = measured_at * chromosome_length / float(np.median(lengths))
-    low, high = (limit * measured_at for limit in RESCALE_LIMITS)
+def rescaled_side(shape: tuple[int, int], boxes: np.ndarray, image_size: int, chromosome_length: float,
+                  multiple: int) -> int:
+    """The side of the square input at which the chromosomes found as `boxes` (xyxy pixels of an image of `shape`)
+    have median length `chromosome_length` (`model_scale`, as training crops are scaled): a multiple of `multiple`,
+    within `RESCALE_LIMITS` of `image_size`, and `image_size` itself when too few were found to measure."""
+    if len(boxes) < MIN_CHROMOSOMES_TO_MEASURE:
+        return image_size
+    side = max(shape) * model_scale(shape, boxes, image_size, chromosome_length)
+    low, high = (limit * image_size for limit in RESCALE_LIMITS)
     return int(round(min(max(side, low), high) / multiple)) * multiple
 
 
@@ -111,11 +114,11 @@ class ChromosomeDetector:
 
     def _centernet_candidates(self, gray: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Every heatmap peak scoring above the threshold: its box in image pixels, and its score."""
-        side = self.model.config.image_size
+        config = self.model.config
+        side = config.image_size
         if self.chromosome_length:
-            first, _ = self._centernet_pass(gray, side, flips=(), threshold=DEFAULT_SCORE_THRESHOLD)
-            lengths = (first[:, 2:] - first[:, :2]).amax(dim=1).cpu().numpy() * side / max(gray.shape)
-            side = rescaled_side(lengths, side, self.chromosome_length, self.model.config.coarsest_stride)
+            found, _ = self._centernet_pass(gray, side, flips=(), threshold=DEFAULT_SCORE_THRESHOLD)
+            side = rescaled_side(gray.shape, found.cpu().numpy(), side, self.chromosome_length, config.coarsest_stride)
         return self._centernet_pass(gray, side, self.test_time_flips, self.score_threshold)
 
     def _centernet_pass(self, gray: np.ndarray, side: int, flips: tuple[str, ...], threshold: float):
