@@ -154,6 +154,49 @@ def test_post_processing_keeps_peaks_and_maps_boxes_to_original_pixels():
     assert fractions["boxes"].tolist() == [[0.25, 0.125, 0.5, 0.375]]
 
 
+def test_off_peak_decoding_adds_the_cells_beside_a_peak_at_a_fraction_of_their_heat():
+    processor = MetaphaseImageProcessor(size=64)
+    logits = torch.full((1, 1, 16, 16), -8.0)
+    logits[0, 0, 4, 8], logits[0, 0, 4, 9] = 3.0, 2.0  # a peak and its shoulder
+    outputs = CenterNetObjectDetectionOutput(heatmap_logits=logits, pred_boxes=torch.rand(1, 256, 4))
+    heat = torch.sigmoid(torch.tensor([3.0, 2.0]))
+    peaks_only = processor.post_process_object_detection(outputs, threshold=0.3)[0]
+    assert peaks_only["scores"].tolist() == pytest.approx([heat[0].item()])
+    dense = processor.post_process_object_detection(outputs, threshold=0.3, off_peak_weight=0.5)[0]
+    assert dense["scores"].tolist() == pytest.approx([heat[0].item(), 0.5 * heat[1].item()])
+    assert torch.equal(dense["boxes"][1], outputs.pred_boxes[0, 4 * 16 + 9])  # the shoulder's own box
+    assert len(processor.post_process_object_detection(outputs, threshold=0.3, off_peak_weight=0.5, top_k=1)[0]["scores"]) == 1
+    with pytest.raises(ValueError, match="off_peak_weight"):
+        processor.post_process_object_detection(outputs, off_peak_weight=1.5)
+
+
+def test_detector_finds_a_chromosome_whose_box_is_regressed_only_off_the_peaks():
+    """Two crossing chromosomes share one peak, whose cell regresses the short one (it owns the shared cells); the
+    long one's box comes only from a cell beside it. Peak-only decoding returns one box, off-peak decoding both."""
+    model, processor = tiny_centernet()
+    short, long = torch.tensor([0.40, 0.40, 0.60, 0.60]), torch.tensor([0.20, 0.45, 0.80, 0.55])
+
+    def crossing(pixel_values, **kwargs):
+        logits = torch.full((1, 1, 16, 16), -8.0)
+        logits[0, 0, 8, 8], logits[0, 0, 8, 9] = 4.0, 3.0
+        boxes = torch.zeros(1, 16, 16, 4)
+        boxes[0, 8, 8], boxes[0, 8, 9] = short, long  # xyxy fractions of the input
+        return CenterNetObjectDetectionOutput(heatmap_logits=logits, pred_boxes=boxes.flatten(1, 2))
+
+    model.forward = crossing
+    gray = np.full((64, 64), 255, np.uint8)
+    assert len(ChromosomeDetector(model, processor, score_threshold=0.3, off_peak_weight=0)(gray)) == 1
+    found = ChromosomeDetector(model, processor, score_threshold=0.3, off_peak_weight=0.5)(gray)
+    assert np.allclose(found.boxes, torch.stack([short, long]).numpy() * 64)
+    assert found.scores[1] == pytest.approx(0.5 * torch.sigmoid(torch.tensor(3.0)).item())
+    model.config.off_peak_weight = 0.5
+    assert ChromosomeDetector(model, processor).off_peak_weight == 0.5  # the checkpoint's setting by default
+    with pytest.raises(ValueError, match="off_peak_weight"):
+        ChromosomeDetector(model, processor, off_peak_weight=-0.1)
+    with pytest.raises(StrictDataclassError):
+        CenterNetConfig(**TINY, off_peak_weight=2.0)
+
+
 def test_processor_pads_with_white_and_inverts():
     processor = MetaphaseImageProcessor(size=64, image_mean=0.0, image_std=1.0)
     image = np.zeros((32, 64), np.uint8)  # black landscape strip: the bottom half of the square is padding
@@ -213,6 +256,7 @@ def test_detector_measures_the_chromosomes_then_detects_at_the_rescaled_side(tmp
     model, processor = tiny_centernet()
     model.config.chromosome_length = 8.0
     model.config.test_time_flips = ("horizontal",)
+    model.config.off_peak_weight = 0.5
     detector = ChromosomeDetector(model, processor, score_threshold=0.05)
     assert detector.chromosome_length == 8.0
     gray = np.asarray(two_rod_metaphases()[0]["image"])  # 200 x 240: the 64 px input shrinks it 3.75x
@@ -220,19 +264,20 @@ def test_detector_measures_the_chromosomes_then_detects_at_the_rescaled_side(tmp
     assert untouched.boxes.shape[1:] == (4,)
     passes = []
 
-    def fake_pass(image, side, flips, threshold):
-        passes.append((side, flips, threshold))
+    def fake_pass(image, side, flips, threshold, off_peak_weight=0.0):
+        passes.append((side, flips, threshold, off_peak_weight))
         box = torch.tensor([[0.0, 0.0, 20.0, 10.0]])  # 20 px long in the image: 5.33 px in the 64 px input
         return box.repeat(6, 1), torch.full((6,), 0.9)
 
     monkeypatch.setattr(detector, "_centernet_pass", fake_pass)
     detector(gray)
-    assert passes == [(64, (), DEFAULT_SCORE_THRESHOLD), (96, ("horizontal",), 0.05)]  # 64 * 8 / 5.33 = 96
+    # measured on the peaks at 64 * 8 / 5.33 = 96
+    assert passes == [(64, (), DEFAULT_SCORE_THRESHOLD, 0.0), (96, ("horizontal",), 0.05, 0.5)]
     passes.clear()
     fixed = ChromosomeDetector(model, processor, score_threshold=0.05, chromosome_length=0)
     monkeypatch.setattr(fixed, "_centernet_pass", fake_pass)
     fixed(gray)
-    assert passes == [(64, ("horizontal",), 0.05)]  # rescaling off: one pass at image_size
+    assert passes == [(64, ("horizontal",), 0.05, 0.5)]  # rescaling off: one pass at image_size
     detector.save_pretrained(tmp_path)
     assert ChromosomeDetector.from_pretrained(tmp_path).chromosome_length == 8.0  # saved with the weights
     with pytest.raises(ValueError, match="chromosome_length"):
@@ -322,6 +367,9 @@ def test_training_script_runs_end_to_end(tmp_path, monkeypatch):
     assert "CenterNet" in (output / "README.md").read_text()
     assert ChromosomeDetector.from_pretrained(output).model.config.image_size == 64
     assert "no test-time flips" in (output / "README.md").read_text()
+    # A new detector decodes off-peak cells too, and its card reports the peaks-only row beside it.
+    assert ChromosomeDetector.from_pretrained(output).off_peak_weight == train_centernet.DEFAULT_OFF_PEAK_WEIGHT
+    assert metrics["centernet_peaks_only"]["images"] == 3 and "heatmap peaks only" in (output / "README.md").read_text()
     # Re-scoring with test-time flips saves the setting with the weights and describes it in the card.
     train_centernet.main(["--init", str(output), "--output-dir", str(output), "--data-root", str(data),
                           "--evaluate-only", "--test-time-flips", "horizontal", "--threads", "1"])
@@ -333,6 +381,12 @@ def test_training_script_runs_end_to_end(tmp_path, monkeypatch):
                           "--evaluate-only", "--chromosome-length", "20", "--threads", "1"])
     assert ChromosomeDetector.from_pretrained(output).chromosome_length == 20.0
     assert "median length is 20 input pixels" in (output / "README.md").read_text()
+    train_centernet.main(["--init", str(output), "--output-dir", str(output), "--data-root", str(data),
+                          "--evaluate-only", "--off-peak-weight", "0", "--threads", "1"])
+    assert ChromosomeDetector.from_pretrained(output).off_peak_weight == 0.0
+    assert "centernet_peaks_only" not in json.loads((output / "metrics.json").read_text())
+    with pytest.raises(SystemExit):
+        train_centernet.parse_args(["--output-dir", str(output), "--off-peak-weight", "1.5"])
     continued = tmp_path / "continued"
     train_centernet.main(["--init", str(output), "--output-dir", str(continued), "--data-root", str(data),
                           "--max-steps", "2", "--batch-size", "2", "--crop-size", "48", "--threads", "1"])

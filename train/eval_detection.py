@@ -77,6 +77,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--nms-iou", type=float, default=DEFAULT_NMS_IOU)
     parser.add_argument("--test-time-flips", nargs="*", choices=list(MIRROR_FLIPS), default=None,
                         help="CenterNet: average over these mirror images (default: the checkpoint's own setting)")
+    parser.add_argument("--off-peak-weight", type=float, default=None,
+                        help="CenterNet: weight of heatmap cells off the peaks (0: peaks only; default: the checkpoint's own)")
     parser.add_argument("--data-root", default=None, help="data folder (default: $KARYOHF_DATA or ../shared/data)")
     parser.add_argument("--output-dir", type=Path, default=None, help="default: runs/eval-detection/<detector>")
     parser.add_argument("--device", default=None)
@@ -98,7 +100,8 @@ def main() -> None:
         name = Path(args.checkpoint).name
         detector = ChromosomeDetector.from_pretrained(args.checkpoint, device=args.device,
                                                       score_threshold=AP_SCORE_FLOOR, nms_iou=args.nms_iou,
-                                                      test_time_flips=args.test_time_flips)
+                                                      test_time_flips=args.test_time_flips,
+                                                      off_peak_weight=args.off_peak_weight)
         score_threshold = DEFAULT_SCORE_THRESHOLD if args.score_threshold is None else args.score_threshold
     output_dir = args.output_dir or Path("runs/eval-detection") / name
     metrics = evaluate_detector(detector, validation_metaphases(args.limit, args.data_root), score_threshold, output_dir)

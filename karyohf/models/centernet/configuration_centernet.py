@@ -42,7 +42,7 @@ class CenterNetConfig(PreTrainedConfig):
         box_loss_weight (`float`, defaults to 5.0):
             Weight of the GIoU box loss against the heatmap focal loss.
         max_detections (`int`, defaults to 200):
-            Heatmap peaks kept per image by post-processing (a metaphase has ~46 chromosomes).
+            Most detections `ChromosomeDetector` returns per image (a metaphase has ~46 chromosomes).
         test_time_flips (`tuple[str, ...]`, defaults to `()`):
             Mirror images ("horizontal", "vertical", "both") that `ChromosomeDetector` averages the heatmap and boxes
             over by default: an inference setting saved with the weights it was measured on.
@@ -51,6 +51,12 @@ class CenterNetConfig(PreTrainedConfig):
             `ChromosomeDetector` measures each metaphase's chromosomes in one plain forward at `image_size` and
             runs the final pass on its square resized to bring them to this length (an inference setting, saved
             with the weights it was measured on). `None`: every metaphase is resized to `image_size`.
+        off_peak_weight (`float`, defaults to 0.0):
+            In [0, 1]. `ChromosomeDetector` also takes the boxes of heatmap cells that are not peaks, at their heat
+            times this weight, and non-maximum suppression keeps those that no better box covers: a chromosome
+            crossing or touching a smaller one is regressed only off its peak (the smaller owns the shared cells).
+            0: peaks only, as classic CenterNet decodes (an inference setting, saved with the weights it was
+            measured on).
         initializer_range (`float`, defaults to 0.02):
             Unused by the convolutions (Kaiming init); kept for transformers' conventions.
     """
@@ -71,6 +77,7 @@ class CenterNetConfig(PreTrainedConfig):
     max_detections: int = 200
     test_time_flips: tuple[str, ...] | list[str] = ()
     chromosome_length: float | int | None = None
+    off_peak_weight: float | int = 0.0
     initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs):
@@ -105,6 +112,8 @@ class CenterNetConfig(PreTrainedConfig):
         for name in ("num_channels", "stem_channels", "neck_channels", "head_channels", "max_detections"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"`{name}` must be positive, got {getattr(self, name)}.")
+        if not 0.0 <= self.off_peak_weight <= 1.0:
+            raise ValueError(f"`off_peak_weight` must be in [0, 1], got {self.off_peak_weight}.")
         if min(self.stage_channels) <= 0 or min(self.stage_blocks) < 0:
             raise ValueError(f"stage widths must be positive and block counts >= 0, got {self.stage_channels}, "
                              f"{self.stage_blocks}.")

@@ -83,24 +83,31 @@ class MetaphaseImageProcessor(BaseImageProcessor):
         ink = 1.0 - gray.astype(np.float32) / 255.0
         return ((ink - self.image_mean) / self.image_std)[None]
 
-    def post_process_object_detection(self, outputs, threshold: float = 0.3, target_sizes=None, top_k: int = 200):
+    def post_process_object_detection(self, outputs, threshold: float = 0.3, target_sizes=None, top_k: int = 200,
+                                      off_peak_weight: float = 0.0):
         """
-        Heatmap peaks (cells that are the maximum of their 3x3 neighbourhood, the top `top_k`) scoring above
-        `threshold`, with the boxes their cells predict.
+        Heatmap peaks (cells that are the maximum of their 3x3 neighbourhood) scoring above `threshold`, with the
+        boxes their cells predict; with `off_peak_weight`, every other cell too, scored at its heat times that weight.
 
         Args:
             outputs: a `CenterNetObjectDetectionOutput` (needs `heatmap_logits` and `pred_boxes`).
             threshold: minimum peak score (sigmoid of the heatmap logit).
             target_sizes: (height, width) of each original image (e.g. `original_sizes` from `preprocess`); boxes
                 are then in its pixels and clipped to it. Without it, boxes stay fractions of the square input.
-            top_k: most peaks per image.
+            top_k: most candidates (peaks, or with `off_peak_weight` cells) per image, best first.
+            off_peak_weight: in [0, 1]; 0 keeps peaks only (classic CenterNet). Above 0, neighbouring cells propose
+                near-copies of a peak's box, so the candidates need non-maximum suppression (`ChromosomeDetector`
+                applies it). Where chromosomes cross or touch, the smaller owns the cells they share, so the other's
+                box is regressed only at cells off its peak, which peak-only decoding never returns.
 
         Returns:
             One dict per image: `scores` (n,), `labels` (n,) all 0 ("chromosome"), `boxes` (n, 4) x0, y0, x1, y1.
         """
+        if not 0.0 <= off_peak_weight <= 1.0:
+            raise ValueError(f"off_peak_weight must be in [0, 1], got {off_peak_weight}")
         heat = outputs.heatmap_logits.float().sigmoid()
         peaks = heat == F.max_pool2d(heat, kernel_size=3, stride=1, padding=1)
-        scores = (heat * peaks).flatten(1)
+        scores = (heat * torch.where(peaks, 1.0, off_peak_weight)).flatten(1)
         k = min(top_k, scores.shape[1])
         top_scores, top_index = scores.topk(k, dim=1)
         results = []
