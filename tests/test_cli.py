@@ -1,7 +1,11 @@
+import numpy as np
 import torch
 from PIL import Image
 
 from karyohf.cli import main
+from karyohf.crops import metaphase_crops
+from karyohf.data import load_metaphases, split_metaphases
+from karyohf.identification import ChromosomeIdentifier
 from karyohf.models.centernet import CenterNetConfig, CenterNetForObjectDetection, MetaphaseImageProcessor
 from karyohf.models.topvit import ChromosomeImageProcessor, TopViTConfig, TopViTForImageClassification
 
@@ -14,14 +18,24 @@ def tiny_identifier(folder):
     return folder
 
 
-def test_demo_on_annotated_boxes_writes_karyogram_and_overlay(real_data_root, tmp_path, capsys):
+def test_demo_on_annotated_boxes_writes_karyogram_and_overlay(real_data_root, tmp_path, capsys, monkeypatch):
     checkpoint = tiny_identifier(tmp_path / "tiny-chromid")
     output = tmp_path / "karyogram.png"
+    identified = []
+    original = ChromosomeIdentifier.__call__
+    monkeypatch.setattr(ChromosomeIdentifier, "__call__", lambda self, crops: identified.extend(crops) or original(self, crops))
     arguments = ["demo", "--identifier", str(checkpoint), "--detector", str(tmp_path / "none"), "--output", str(output)]
     assert main(arguments) == 0
     printed = capsys.readouterr().out
     assert "annotated boxes" in printed and "chromosomes per class" in printed and str(output) in printed
-    assert Image.open(output).size[0] > 100 and (tmp_path / "boxes.png").is_file()
+    assert Image.open(output).size[0] > 100
+    # The models get the crops they were trained on: each box cut alone, as `metaphase_crops` cuts training crops.
+    first = split_metaphases(load_metaphases(real_data_root))["validation"].select(range(1))
+    training_crops = [crop["image"] for crop in metaphase_crops(first)]
+    assert len(identified) == len(training_crops)
+    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(identified, training_crops))
+    overlay = np.asarray(Image.open(tmp_path / "boxes.png").convert("RGB")).astype(int)
+    assert (overlay[..., 1] - overlay[..., 2] > 30).mean() > 0.01  # the masks, tinted amber (the boxes are red)
 
 
 def test_demo_runs_a_detector_checkpoint_and_reports_what_it_found(real_data_root, tmp_path, capsys):
