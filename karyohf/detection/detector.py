@@ -3,7 +3,8 @@
 Wraps either of two detector families behind one call, each with its processor:
 - OWLv2 (ours trained from scratch, or a finetune of the public checkpoint): the query's text embedding is computed
   when the detector is built, and each call runs only the vision tower and scores every patch against it;
-- CenterNet (`karyohf.models.centernet`, convolutional, trained from scratch): each call keeps the heatmap peaks.
+- CenterNet (`karyohf.models.centernet`, convolutional, trained from scratch): each call keeps the heatmap peaks
+  (and, with `off_peak_weight`, the other cells' boxes, down-weighted).
 Either way, candidates scoring above `score_threshold` go through non-maximum suppression (OWLv2's own
 post-processing has none) and come back in the image's own pixels.
 
