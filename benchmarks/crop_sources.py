@@ -44,7 +44,7 @@ def crops_by_source(gray, truth_boxes, detector, segmenter) -> dict[str, tuple[l
     """Each source's crops of one metaphase, with the index of the annotated box each shows."""
     found = detector(gray).boxes
     overlap = box_iou(torch.as_tensor(found), torch.as_tensor(truth_boxes)).numpy()
-    matched = np.flatnonzero(overlap.max(1, initial=0) >= 0.5) if len(found) else np.zeros(0, int)
+    matched = np.flatnonzero(overlap.max(1, initial=0) >= 0.5)
     found_masks, truth_masks = segmenter(gray, found), segmenter(gray, truth_boxes)
     everyone = np.arange(len(truth_boxes))
     return {

@@ -27,11 +27,10 @@ from PIL import Image
 from karyohf.data import load_metaphases, split_metaphases
 from karyohf.detection import ChromosomeDetector
 from karyohf.detection.detector import DEFAULT_SCORE_THRESHOLD
-from karyohf.detection.evaluation import score_detections
+from karyohf.detection.evaluation import AP_SCORE_FLOOR, score_detections
 from karyohf.images import as_gray_uint8
 
 SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints" / "owlv2-chromosomes"
-AP_SCORE_FLOOR = 0.01
 
 
 def resampled(factor: float):

@@ -19,6 +19,9 @@ from torchvision.ops import box_iou
 from .boxes import Detections
 
 CATEGORY = {"id": 1, "name": "chromosome"}
+# Ranking for AP needs the low-scoring detections too: detectors are scored with this score threshold, and recall,
+# precision and counts at their operating point separately.
+AP_SCORE_FLOOR = 0.01
 
 
 def coco_ground_truth(true_boxes: list[np.ndarray], sizes: list[tuple[int, int]], names: list[str] | None = None) -> dict:
