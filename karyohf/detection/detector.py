@@ -129,7 +129,8 @@ class ChromosomeDetector:
         return padded_cxcywh_to_xyxy(boxes[0][keep].float(), *gray.shape), scores[keep]
 
     def _centernet_candidates(self, gray: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """Every heatmap peak scoring above the threshold: its box in image pixels, and its score."""
+        """Every heatmap peak (and with `off_peak_weight`, every other cell) scoring above the threshold: its box in
+        image pixels, and its score."""
         config = self.model.config
         side = config.image_size
         if self.chromosome_length:
