@@ -25,6 +25,7 @@ from transformers import AutoImageProcessor, AutoModelForImageClassification
 
 import karyohf  # noqa: F401  (registers the Auto classes)
 from karyohf.aberrations import aberration_probabilities
+from karyohf.cli import CHECKPOINTS, DEFAULT_HEADS
 from karyohf.crops import extract_chromosome
 from karyohf.cytogenetics import CHROMOSOMES
 from karyohf.data import load_metaphases, split_metaphases
@@ -33,8 +34,7 @@ from karyohf.identification import ChromosomeIdentifier
 from karyohf.images import as_gray_uint8
 from karyohf.segmentation import ThresholdSegmenter
 
-CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
-HEADS = {"topvit-del5q": ("5",), "topvit-t9-22": ("9", "22")}
+HEADS = {folder.name: classes for folder, classes in DEFAULT_HEADS.items()}  # the shipped heads, what each screens
 THRESHOLD = 0.5  # P(aberrant) above which a head calls a chromosome aberrant
 SOURCES = ("annotated box, cut alone", "annotated box, metaphase mask", "detected box, cut alone",
            "detected box, metaphase mask")

@@ -19,12 +19,12 @@ from transformers import AutoImageProcessor, AutoModelForImageClassification
 
 import karyohf  # noqa: F401  (registers the Auto classes)
 from karyohf.aberrations import aberration_probabilities
+from karyohf.cli import CHECKPOINTS, DEFAULT_HEADS
 from karyohf.crops import karyogram_crops, metaphase_crops
 from karyohf.cytogenetics import CHROMOSOMES
 from karyohf.data import load_karyogram_crops, load_metaphases, split_karyogram_crops, split_metaphases
 
-CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
-HEADS = {"topvit-del5q": ("5",), "topvit-t9-22": ("9", "22")}
+HEADS = {folder.name: classes for folder, classes in DEFAULT_HEADS.items()}  # the shipped heads, what each screens
 THRESHOLD = 0.5  # P(aberrant) above which a head calls a chromosome aberrant
 
 
