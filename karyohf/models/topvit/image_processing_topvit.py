@@ -43,6 +43,8 @@ def to_grayscale_uint8(image) -> np.ndarray:
         raise ValueError(f"Expected a PIL image or a numpy array, got {type(image).__name__}.")
     if image.size == 0:
         raise ValueError(f"Got an empty image of shape {image.shape}.")
+    if image.dtype == np.uint8 and image.ndim == 2:
+        return image  # already what the scaling below would return, without a float copy of a whole metaphase
     if np.issubdtype(image.dtype, np.integer):
         bits = max(8, int(np.ceil(np.log2(float(image.max()) + 1.0)))) if image.max() > 0 else 8
         levels = np.clip(image / (2.0**bits - 1.0), 0.0, 1.0)
