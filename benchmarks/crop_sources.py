@@ -25,16 +25,19 @@ from transformers import AutoImageProcessor, AutoModelForImageClassification
 
 import karyohf  # noqa: F401  (registers the Auto classes)
 from karyohf.aberrations import aberration_probabilities
-from karyohf.cli import CHECKPOINTS, DEFAULT_HEADS
 from karyohf.crops import extract_chromosome
 from karyohf.cytogenetics import CHROMOSOMES
 from karyohf.data import load_metaphases, split_metaphases
 from karyohf.detection import ChromosomeDetector
 from karyohf.identification import ChromosomeIdentifier
 from karyohf.images import as_gray_uint8
+from karyohf.pipeline import KaryotypePipeline, resolve_checkpoints
 from karyohf.segmentation import ThresholdSegmenter
 
-HEADS = {folder.name: classes for folder, classes in DEFAULT_HEADS.items()}  # the shipped heads, what each screens
+CHECKPOINTS = resolve_checkpoints()
+# The shipped heads and the chromosomes each screens, read from the heads' own labels.
+HEADS = {head.name: tuple(sorted(head.screened, key=CHROMOSOMES.index))
+         for head in KaryotypePipeline.from_pretrained(CHECKPOINTS).heads}
 THRESHOLD = 0.5  # P(aberrant) above which a head calls a chromosome aberrant
 SOURCES = ("annotated box, cut alone", "annotated box, metaphase mask", "detected box, cut alone",
            "detected box, metaphase mask")

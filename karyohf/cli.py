@@ -1,115 +1,151 @@
-"""`karyohf` command line.
+"""`karyohf` command line; every command goes through `KaryotypePipeline`.
 
-    karyohf demo      one held-out real metaphase: detect, segment, identify, screen for aberrations, karyogram
+    karyohf predict PATH... --out DIR   a specimen's metaphases (files, folders, globs) -> its karyotype and a report
+    karyohf demo                        one held-out real metaphase of the shared data through the pipeline
+
+`predict` shards its inputs across processes (and GPUs) when started by accelerate:
+    accelerate launch -m karyohf.cli predict archive/ --out reports/
+each process then analyses its share and writes its own report under DIR/shard-<k>/.
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
+import json
 import sys
 from pathlib import Path
 
-REPOSITORY = Path(__file__).resolve().parents[1]
-CHECKPOINTS = REPOSITORY / "checkpoints"
-DEFAULT_IDENTIFIER = CHECKPOINTS / "topvit-chromid"
-DEFAULT_DETECTOR = CHECKPOINTS / "owlv2-chromosomes"
-# Aberration heads and the chromosomes each screens.
-DEFAULT_HEADS = {CHECKPOINTS / "topvit-del5q": ("5",), CHECKPOINTS / "topvit-t9-22": ("9", "22")}
-MASK_TINT = (255, 190, 60)  # the segmentation masks, blended into the boxes overlay
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif"}
+
+
+def expand_inputs(paths: list[str]) -> tuple[list[Path], list[dict]]:
+    """Files as given, folders' image files (recursively, sorted), globs expanded; unmatched paths as errors."""
+    files, errors = [], []
+    for text in paths:
+        matches = sorted(glob.glob(text, recursive=True)) if glob.has_magic(text) else [text]
+        if not matches:
+            errors.append({"file": text, "error": f"{text}: no file matches this pattern"})
+        for match in map(Path, matches):
+            if match.is_dir():
+                files += sorted(p for p in match.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                                and not p.name.startswith("."))
+            elif match.is_file():
+                files.append(match)
+            else:
+                errors.append({"file": text, "error": f"{text}: file not found"})
+    return list(dict.fromkeys(files)), errors
+
+
+def unique_names(files: list[Path]) -> list[str]:
+    """File names, made unique where two folders hold the same name (`a/1.jpg`, `b/1.jpg` -> `1.jpg`, `1-2.jpg`)."""
+    seen: dict[str, int] = {}
+    names = []
+    for path in files:
+        seen[path.name] = seen.get(path.name, 0) + 1
+        names.append(path.name if seen[path.name] == 1 else f"{path.stem}-{seen[path.name]}{path.suffix}")
+    return names
+
+
+def write_outputs(specimen, output: Path) -> None:
+    """report.json, karyotype.txt, detections.coco.json and per cell <name>_karyogram.png / <name>_overlay.png."""
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "report.json").write_text(json.dumps(specimen.to_dict(), indent=2))
+    (output / "karyotype.txt").write_text((specimen.karyotype or "no karyotype") + "\n"
+                                          + "".join(f"refer: {reason}\n" for reason in specimen.refer))
+    (output / "detections.coco.json").write_text(json.dumps(specimen.to_coco()))
+    for cell in specimen.cells:
+        stem = Path(cell.name).stem
+        cell.karyogram().save(output / f"{stem}_karyogram.png")
+        cell.overlay().save(output / f"{stem}_overlay.png")
+
+
+def predict(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .pipeline import KaryotypePipeline
+
+    files, errors = expand_inputs(args.paths)
+    names = unique_names(files)
+    output = Path(args.out)
+    device = None
+    if args.shard:
+        from accelerate import PartialState
+
+        state = PartialState()
+        if state.num_processes > 1:
+            share = list(range(len(files)))[state.process_index::state.num_processes]
+            files, names = [files[i] for i in share], [names[i] for i in share]
+            errors = errors if state.is_main_process else []
+            output = output / f"shard-{state.process_index}"
+        device = str(state.device)
+    pipe = KaryotypePipeline.from_pretrained(args.checkpoints, device=device)
+    with tqdm(total=len(files), unit="metaphase", disable=args.quiet) as bar:
+        def progress(done, total, name):
+            bar.set_postfix_str(name)
+            bar.update(1)
+
+        specimen = pipe(files, study=args.study, progress=progress, specimen_id=args.specimen_id, names=names)
+    specimen.errors[:0] = errors
+    write_outputs(specimen, output)
+    for error in specimen.errors:
+        print(f"skipped {error['error']}", file=sys.stderr)
+    print(f"{specimen.karyotype or 'no karyotype'}  ({len(specimen.analysed)} of {len(specimen.cells)} metaphases "
+          f"analysed; report in {output})")
+    for reason in specimen.refer:
+        print(f"  refer: {reason}")
+    return 0 if specimen.cells else 1
 
 
 def demo(args: argparse.Namespace) -> int:
-    """Held-out metaphase -> boxes (the shipped detector, or the annotated boxes without one) -> masks (shown) and
-    crops -> identities -> aberration heads on 5, 9 and 22 -> karyogram PNG and a boxes-and-masks overlay."""
-    import numpy as np
-    from PIL import Image, ImageDraw
-
-    from .crops import extract_chromosome
+    """One held-out real metaphase (validation split of the shared data) through the pipeline."""
     from .data import load_metaphases, split_metaphases
-    from .detection import ChromosomeDetector
     from .detection.evaluation import count_matches
-    from .identification import ChromosomeIdentifier
-    from .images import as_gray_uint8
-    from .karyogram import render_karyogram
-    from .segmentation import ThresholdSegmenter
+    from .pipeline import KaryotypePipeline
 
-    if not (Path(args.identifier) / "config.json").is_file():
-        print(f"no identification checkpoint at {args.identifier}", file=sys.stderr)
-        return 2
     validation = split_metaphases(load_metaphases())["validation"]
     ids = validation["image_id"]
     if args.image_id not in (None, *ids):
         print(f"image {args.image_id} is not in the validation split", file=sys.stderr)
         return 2
     metaphase = validation[ids.index(args.image_id) if args.image_id else 0]
-    gray = as_gray_uint8(metaphase["image"])
-    annotated = np.asarray(metaphase["boxes"], dtype=np.float32)
-    if (Path(args.detector) / "config.json").is_file():
-        boxes = ChromosomeDetector.from_pretrained(args.detector)(gray).boxes
-        print(f"metaphase {metaphase['image_id']} (validation split): detected {len(boxes)} chromosomes, "
-              f"{len(annotated)} annotated, {count_matches(boxes, annotated)} matched at IoU 0.5")
-    else:
-        boxes = annotated
-        print(f"no detector at {args.detector}: using the {len(boxes)} annotated boxes")
-    if len(boxes) == 0:
-        print("no chromosomes found in this metaphase: nothing to identify", file=sys.stderr)
-        return 1
-    masks = ThresholdSegmenter()(gray, boxes)
-    # Cut each box on its own, as the identity model's and the heads' training crops were: crops from the
-    # metaphase-wide masks cost the shipped identity model ~3 points of top-1 (benchmarks/crop_sources.py).
-    crops = [extract_chromosome(gray, box) for box in boxes]
-    result = ChromosomeIdentifier.from_pretrained(str(args.identifier))(crops)
-    # The crops are one cell: label them jointly (two copies per autosome expected), as a karyogram is arranged.
-    labels = [result.label_names[i] for i in result.within_cell()]
-    counts = {name: labels.count(name) for name in result.label_names if labels.count(name)}
-    print("chromosomes per class: " + ", ".join(f"{name}:{n}" for name, n in counts.items()))
-    screen_aberrations(crops, labels)
-
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    render_karyogram(crops, labels, scores=result.probabilities.max(-1)).save(output)
-    overlay = np.asarray(metaphase["image"].convert("RGB")).copy()
-    masked = masks.any(0)
-    overlay[masked] = (0.6 * overlay[masked] + 0.4 * np.array(MASK_TINT)).astype(np.uint8)
-    overlay = Image.fromarray(overlay)
-    draw = ImageDraw.Draw(overlay)
-    for box, label in zip(boxes, labels):
-        draw.rectangle([float(v) for v in box], outline=(220, 30, 30), width=2)
-        draw.text((float(box[0]) + 2, float(box[1]) + 1), label, fill=(20, 20, 200))
-    overlay.save(output.with_name("boxes.png"))
-    print(f"karyogram written to {output}, boxes and masks to {output.with_name('boxes.png')}")
+    pipe = KaryotypePipeline.from_pretrained(args.checkpoints)
+    cell = pipe.analyze_cell(metaphase["image"], name=f"{metaphase['image_id']}.jpg")
+    print(f"metaphase {metaphase['image_id']} (validation split): {cell.chromosome_count} chromosomes found, "
+          f"{len(metaphase['boxes'])} annotated, {count_matches(cell.boxes, metaphase['boxes'])} matched at IoU 0.5")
+    print(f"karyotype: {cell.karyotype}  ({cell.quality})")
+    for row in cell.flags():
+        if row["flagged"]:
+            print(f"  chromosome {row['label']} (box {row['index']}) flagged {', '.join(row['flagged'])}: "
+                  + ", ".join(f"P({name}) {row['aberrations'][name]:.2f}" for name in row["flagged"]))
+    output = Path(args.out)
+    output.mkdir(parents=True, exist_ok=True)
+    cell.karyogram().save(output / "karyogram.png")
+    cell.overlay().save(output / "overlay.png")
+    print(f"karyogram and overlay written to {output}/")
     return 0
-
-
-def screen_aberrations(crops, labels: list[str]) -> None:
-    """Run each shipped aberration head on the chromosomes of its classes and print P(aberrant)."""
-    from transformers import AutoImageProcessor, AutoModelForImageClassification
-
-    from .aberrations import aberration_probabilities
-
-    for folder, classes in DEFAULT_HEADS.items():
-        chosen = [k for k, label in enumerate(labels) if label in classes]
-        if not (folder / "config.json").is_file() or not chosen:
-            continue
-        model = AutoModelForImageClassification.from_pretrained(folder).eval()
-        processor = AutoImageProcessor.from_pretrained(folder)
-        probabilities = aberration_probabilities(model, processor, [crops[k] for k in chosen])
-        names = [model.config.id2label[i] for i in range(model.config.num_labels)]
-        for k, row in zip(chosen, probabilities):
-            call = names[int(row.argmax())]
-            print(f"  chromosome {labels[k]} (box {k}): {folder.name} says {call} (P(aberrant) {1 - row[0]:.2f})")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="karyohf", description="Automatic karyotyping with Hugging Face models")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--checkpoints", help="folder or Hub id of the checkpoints (default: $KARYOHF_CHECKPOINTS, "
+                                              "then the checkout's checkpoints/)")
     commands = parser.add_subparsers(dest="command", required=True)
-    demo_parser = commands.add_parser("demo", help=demo.__doc__.splitlines()[0])
+    predict_parser = commands.add_parser("predict", parents=[common],
+                                         help="a specimen's metaphases -> karyotype, report, karyograms")
+    predict_parser.add_argument("paths", nargs="+", help="image files, folders (searched recursively) or globs")
+    predict_parser.add_argument("--out", required=True, help="output folder")
+    predict_parser.add_argument("--study", choices=("neoplasia", "constitutional"), default="neoplasia")
+    predict_parser.add_argument("--specimen-id")
+    predict_parser.add_argument("--no-shard", dest="shard", action="store_false",
+                                help="do not split the inputs across accelerate's processes")
+    predict_parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    demo_parser = commands.add_parser("demo", parents=[common], help=demo.__doc__.splitlines()[0])
     demo_parser.add_argument("--image-id", help="a validation metaphase id (default: the first)")
-    demo_parser.add_argument("--identifier", default=str(DEFAULT_IDENTIFIER), help="identification checkpoint")
-    demo_parser.add_argument("--detector", default=str(DEFAULT_DETECTOR), help="detector checkpoint")
-    demo_parser.add_argument("--output", default="demo_output/karyogram.png")
+    demo_parser.add_argument("--out", default="demo_output")
     args = parser.parse_args(argv)
-    return {"demo": demo}[args.command](args)
+    return {"demo": demo, "predict": predict}[args.command](args)
 
 
 if __name__ == "__main__":

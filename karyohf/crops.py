@@ -79,24 +79,30 @@ def _region_of_mask(mask, image_shape, pixel_box) -> np.ndarray:
     raise ValueError(f"mask shape {mask.shape} matches neither the image {tuple(image_shape)} nor the box {(y1 - y0, x1 - x0)}")
 
 
+def background_level(region: np.ndarray, mask: np.ndarray) -> float:
+    """The grey level a crop's background maps to white: the box's lighter pixels outside the chromosome."""
+    outside = region[~mask]
+    background = float(np.percentile(outside, 75)) if outside.size >= 16 else 255.0
+    return max(background, float(region[mask].max()), 1.0)
+
+
 def _whiten_background(region: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Chromosome pixels rescaled so the local background maps to white; everything else white.
 
     Labs image at different brightness; dividing by the local background level makes the banding
     comparable across them without stretching each chromosome's own contrast.
     """
-    outside = region[~mask]
-    background = float(np.percentile(outside, 75)) if outside.size >= 16 else 255.0
-    background = max(background, float(region[mask].max()), 1.0)
+    background = background_level(region, mask)
     scaled = np.clip(region.astype(np.float32) * (255.0 / background), 0, 255)
     return np.where(mask, scaled, 255.0).round().astype(np.uint8)
 
 
-def _rotate_upright(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rotate so the mask's principal axis is vertical, by the smallest angle (an upright crop stays as it is)."""
+def upright_angle(mask: np.ndarray) -> float:
+    """Degrees (PIL's counter-clockwise) that bring the mask's principal axis to vertical by the smallest turn;
+    0 for a mask already upright, too small or too round to have an axis."""
     rows, cols = np.nonzero(mask)
     if rows.size < 3:
-        return image, mask
+        return 0.0
     coords = np.stack([cols - cols.mean(), rows - rows.mean()])
     eigenvalues, eigenvectors = np.linalg.eigh(np.cov(coords))
     dx, dy = eigenvectors[:, np.argmax(eigenvalues)]
@@ -104,6 +110,14 @@ def _rotate_upright(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np
     angle = math.degrees(math.atan2(dy, dx)) + 90.0
     angle = (angle + 90.0) % 180.0 - 90.0
     if abs(angle) < 1.0 or eigenvalues.max() < 1.2 * eigenvalues.min():
+        return 0.0
+    return angle
+
+
+def _rotate_upright(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rotate by `upright_angle` (an upright crop stays as it is)."""
+    angle = upright_angle(mask)
+    if angle == 0.0:
         return image, mask
     rotated = Image.fromarray(image).rotate(angle, resample=Image.BILINEAR, expand=True, fillcolor=255)
     rotated_mask = Image.fromarray(mask.astype(np.uint8) * 255).rotate(angle, resample=Image.NEAREST, expand=True, fillcolor=0)

@@ -1,58 +1,66 @@
+"""`karyohf demo` and the crops every entry point feeds the models (through KaryotypePipeline)."""
+
 import numpy as np
 import torch
 from PIL import Image
 
-from karyohf.cli import main
+from karyohf.cli import expand_inputs, main, unique_names
 from karyohf.crops import metaphase_crops
 from karyohf.data import load_metaphases, split_metaphases
 from karyohf.identification import ChromosomeIdentifier
 from karyohf.models.centernet import CenterNetConfig, CenterNetForObjectDetection, MetaphaseImageProcessor
-from karyohf.models.topvit import ChromosomeImageProcessor, TopViTConfig, TopViTForImageClassification
+from karyohf.pipeline import KaryotypePipeline
+from tests.test_pipeline import tiny_topvit
 
 
-def tiny_identifier(folder):
-    config = TopViTConfig(image_size=(32, 16), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                          intermediate_size=32)
-    TopViTForImageClassification(config).save_pretrained(folder)
-    ChromosomeImageProcessor(size={"height": 32, "width": 16}).save_pretrained(folder)
-    return folder
-
-
-def test_demo_on_annotated_boxes_writes_karyogram_and_overlay(real_data_root, tmp_path, capsys, monkeypatch):
-    checkpoint = tiny_identifier(tmp_path / "tiny-chromid")
-    output = tmp_path / "karyogram.png"
-    identified = []
-    original = ChromosomeIdentifier.__call__
-    monkeypatch.setattr(ChromosomeIdentifier, "__call__", lambda self, crops: identified.extend(crops) or original(self, crops))
-    arguments = ["demo", "--identifier", str(checkpoint), "--detector", str(tmp_path / "none"), "--output", str(output)]
-    assert main(arguments) == 0
-    printed = capsys.readouterr().out
-    assert "annotated boxes" in printed and "chromosomes per class" in printed and str(output) in printed
-    assert Image.open(output).size[0] > 100
-    # The models get the crops they were trained on: each box cut alone, as `metaphase_crops` cuts training crops.
-    first = split_metaphases(load_metaphases(real_data_root))["validation"].select(range(1))
-    training_crops = [crop["image"] for crop in metaphase_crops(first)]
-    assert len(identified) == len(training_crops)
-    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(identified, training_crops))
-    overlay = np.asarray(Image.open(tmp_path / "boxes.png").convert("RGB")).astype(int)
-    assert (overlay[..., 1] - overlay[..., 2] > 30).mean() > 0.01  # the masks, tinted amber (the boxes are red)
-
-
-def test_demo_runs_a_detector_checkpoint_and_reports_what_it_found(real_data_root, tmp_path, capsys):
+def tiny_checkpoints(root):
+    tiny_topvit(root / "topvit-chromid")
     torch.manual_seed(0)
-    detector = tmp_path / "detector"
     model = CenterNetForObjectDetection(CenterNetConfig(image_size=64, stage_channels=(8, 16), stage_blocks=(1, 0),
                                                         neck_channels=8, head_channels=8))
     with torch.no_grad():  # every location a confident centre: the tiny untrained model then finds "chromosomes"
         model.heatmap_head.output.bias.fill_(5.0)
-    model.save_pretrained(detector)
-    MetaphaseImageProcessor(size=64).save_pretrained(detector)
-    checkpoint = tiny_identifier(tmp_path / "tiny-chromid")
-    assert main(["demo", "--identifier", str(checkpoint), "--detector", str(detector),
-                 "--output", str(tmp_path / "k.png")]) == 0
-    assert "detected" in capsys.readouterr().out
+    model.save_pretrained(root / "owlv2-chromosomes")
+    MetaphaseImageProcessor(size=64).save_pretrained(root / "owlv2-chromosomes")
+    return root
 
 
-def test_demo_without_a_checkpoint_says_so(tmp_path, capsys):
-    assert main(["demo", "--identifier", str(tmp_path / "missing")]) == 2
-    assert "no identification checkpoint" in capsys.readouterr().err
+def test_demo_runs_the_pipeline_and_writes_karyogram_and_overlay(real_data_root, tmp_path, capsys):
+    checkpoints = tiny_checkpoints(tmp_path / "checkpoints")
+    assert main(["demo", "--checkpoints", str(checkpoints), "--out", str(tmp_path / "out")]) == 0
+    printed = capsys.readouterr().out
+    assert "validation split" in printed and "karyotype:" in printed
+    assert Image.open(tmp_path / "out" / "karyogram.png").size[0] > 100
+    assert Image.open(tmp_path / "out" / "overlay.png").size[0] > 100
+
+
+def test_demo_refuses_an_id_outside_the_validation_split(real_data_root, tmp_path, capsys):
+    assert main(["demo", "--image-id", "no-such-id", "--checkpoints", str(tmp_path)]) == 2
+    assert "not in the validation split" in capsys.readouterr().err
+
+
+def test_the_pipeline_feeds_the_models_the_crops_they_were_trained_on(real_data_root, tmp_path, monkeypatch):
+    pipe = KaryotypePipeline.from_pretrained(tiny_checkpoints(tmp_path / "checkpoints"))
+    identified = []
+    original = ChromosomeIdentifier.__call__
+    monkeypatch.setattr(ChromosomeIdentifier, "__call__", lambda self, crops: identified.extend(crops) or original(self, crops))
+    first = split_metaphases(load_metaphases(real_data_root))["validation"].select(range(1))
+    cell = pipe.analyze_cell(first[0]["image"], boxes=first[0]["boxes"])
+    # Each box cut alone, as `metaphase_crops` cuts the identity model's and the heads' training crops.
+    training_crops = [crop["image"] for crop in metaphase_crops(first)]
+    assert len(identified) == len(training_crops) == cell.chromosome_count
+    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(identified, training_crops))
+    overlay = np.asarray(cell.overlay()).astype(int)
+    assert (np.abs(overlay[..., 0] - overlay[..., 2]) > 30).mean() > 0.01  # the masks, tinted in colour
+
+
+def test_inputs_expand_from_files_folders_and_globs(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    for folder in ("a", "b"):
+        Image.new("L", (80, 80), 200).save(tmp_path / folder / "1.png")
+    (tmp_path / "a" / "notes.txt").write_text("not an image")
+    files, errors = expand_inputs([str(tmp_path / "a"), str(tmp_path / "b" / "*.png"), str(tmp_path / "missing.jpg")])
+    assert files == [tmp_path / "a" / "1.png", tmp_path / "b" / "1.png"]
+    assert unique_names(files) == ["1.png", "1-2.png"]
+    assert [e["file"] for e in errors] == [str(tmp_path / "missing.jpg")]

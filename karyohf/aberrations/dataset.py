@@ -43,6 +43,21 @@ def label_names(aberration_key: str, target_chromosome: int | str) -> list[str]:
     return [NORMAL, name]
 
 
+def label_target(name: str) -> tuple[str, str]:
+    """(catalogue key, screened chromosome) of a head's aberrant label, the inverse of `label_names`:
+    "del(5q)" -> ("del(5q)", "5"), "der(22)t(9;22)" -> ("t(9;22)", "22")."""
+    match = re.fullmatch(r"der\((\w+)\)(.+)", name)
+    aberration = get_aberration(match.group(2) if match else name)
+    if match:
+        chromosome = normalize_chromosome(match.group(1))
+        if chromosome not in aberration.chromosomes or aberration.kind != "translocation":
+            raise ValueError(f"{name!r}: {aberration.key} makes no derivative of chromosome {chromosome}")
+        return aberration.key, chromosome
+    if aberration.kind == "translocation":
+        raise ValueError(f"{name!r}: a translocation head's labels name their derivative, e.g. der(9){aberration.key}")
+    return aberration.key, aberration.chromosomes[0]
+
+
 def dataset_folder(data_dir: str | os.PathLike, aberration_key: str, target_chromosome: int | str) -> Path:
     """Where `train/make_aberration_data.py` saves a target's dataset: <data_dir>/<name made shell-safe>
     (der(9)t(9;22) -> der_9_t_9_22), with one `save_to_disk` folder per split inside."""

@@ -9,7 +9,9 @@ geometry from random initialisation is the comparison (`pretrained=False`).
 
 from __future__ import annotations
 
+import json
 import tempfile
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,7 +19,7 @@ from transformers import Trainer, TrainingArguments
 
 from ..models.topvit import ChromosomeImageProcessor, TopViTConfig, TopViTForImageClassification
 from ..training import CropCollator
-from .dataset import NORMAL
+from .dataset import NORMAL, label_target
 
 # Learning rates per start: the pretrained backbone needs only nudging, a random one must learn banding first.
 FINETUNE_LEARNING_RATE = 3e-4
@@ -90,6 +92,79 @@ def aberration_probabilities(model, processor, images, batch_size: int = 256) ->
         pixels = processor(images[start : start + batch_size], return_tensors="pt")["pixel_values"].to(device)
         out.append(model(pixel_values=pixels).logits.float().softmax(-1).cpu().numpy())
     return np.concatenate(out)
+
+
+# Where a head's cell-level calls are made: chosen on validation specimens by benchmarks/structural_calls.py.
+OPERATING_POINT_FILE = "operating_point.json"
+DEFAULT_CELL_THRESHOLD = 0.5
+
+
+class AberrationHead:
+    """A trained head as the pipeline uses it: which chromosomes it screens (read from its own labels), their
+    per-chromosome probabilities, and one score per aberration per cell.
+
+    A cell's score for an aberration is the mean, over the derivatives the head knows, of the highest probability
+    among the chromosomes of that derivative's class: a reciprocal translocation shows both derivatives, so der(9)
+    and der(22) evidence count together and one odd chromosome alone reaches half the scale. The cell is called
+    when its score reaches the head's `cell_thresholds` (its `operating_point.json`)."""
+
+    def __init__(self, model, processor, name: str, cell_thresholds: dict[str, float] | None = None):
+        self.model, self.processor, self.name = model.eval(), processor, name
+        self.label_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+        if self.label_names[0] != NORMAL:
+            raise ValueError(f"aberration head {name}: label 0 must be {NORMAL!r}, got {self.label_names}")
+        self.targets = {index: label_target(label) for index, label in enumerate(self.label_names) if index}
+        self.aberrations = sorted({key for key, _ in self.targets.values()})
+        thresholds = cell_thresholds or {}
+        self.cell_thresholds = {key: float(thresholds.get(key, DEFAULT_CELL_THRESHOLD)) for key in self.aberrations}
+
+    @property
+    def screened(self) -> set[str]:
+        return {chromosome for _, chromosome in self.targets.values()}
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, device: str | None = None) -> "AberrationHead":
+        from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+        folder = Path(folder)
+        model = AutoModelForImageClassification.from_pretrained(folder)
+        if device is not None:
+            model.to(device)
+        point = folder / OPERATING_POINT_FILE
+        thresholds = json.loads(point.read_text())["cell_threshold"] if point.is_file() else None
+        return cls(model, AutoImageProcessor.from_pretrained(folder), folder.name, thresholds)
+
+    def __call__(self, crops, labels) -> dict[str, np.ndarray]:
+        """Per aberrant label, each chromosome's probability of being that derivative; NaN for chromosomes whose
+        label is not the derivative's class (they were not screened)."""
+        scores = {self.label_names[i]: np.full(len(labels), np.nan, dtype=np.float32) for i in self.targets}
+        chosen = [k for k, label in enumerate(labels) if label in self.screened]
+        if chosen:
+            probabilities = aberration_probabilities(self.model, self.processor, [crops[k] for k in chosen])
+            for index, (_, chromosome) in self.targets.items():
+                for row, k in enumerate(chosen):
+                    if labels[k] == chromosome:
+                        scores[self.label_names[index]][k] = probabilities[row, index]
+        return scores
+
+    def cell_scores(self, scores: dict[str, np.ndarray]) -> dict[str, float]:
+        """One score per aberration for a cell, from `__call__`'s output (see the class docstring)."""
+        out = {}
+        for key in self.aberrations:
+            derivatives = [self.label_names[i] for i, (k, _) in self.targets.items() if k == key]
+            out[key] = float(np.mean([np.nanmax(scores[d], initial=0.0) for d in derivatives]))
+        return out
+
+
+def specimen_score(cell_scores, threshold: float) -> float:
+    """A specimen's evidence for one aberration from its cells' scores: how many cells are called at `threshold`
+    (the clone rule counts cells), then the second-best cell's score (a clone needs two) to order specimens with
+    the same count."""
+    scores = np.sort(np.asarray(cell_scores, dtype=np.float64))[::-1]
+    if scores.size == 0:
+        return 0.0
+    second = scores[1] if scores.size > 1 else 0.0
+    return float(np.sum(scores >= threshold) + second)
 
 
 # Attention projections of every TopViT layer: where LoRA adapts the identity backbone.

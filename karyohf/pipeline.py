@@ -1,0 +1,595 @@
+"""`KaryotypePipeline`: from a specimen's metaphase images to its ISCN karyotype, the one object every entry point
+(CLI, app, benchmarks, tests) goes through.
+
+    pipe = KaryotypePipeline.from_pretrained()          # the shipped checkpoints, loaded once
+    cell = pipe.analyze_cell("metaphase.jpg")           # one metaphase -> CellResult
+    specimen = pipe(["m1.jpg", "m2.jpg", ...])          # one specimen's metaphases -> SpecimenResult
+    specimen.karyotype                                  # e.g. "47,XY,+8[3]/46,XY[17]"
+
+Per metaphase: chromosome boxes (`ChromosomeDetector`, or boxes the caller gives) -> one mask per box -> the
+paper's crops, cut exactly as the models' training crops were -> identity with cell context -> the aberration heads
+on the chromosomes they screen -> de novo distances -> the cell's own karyotype and whether it can be analysed.
+Per specimen: `karyohf.karyotype.specimen.aggregate` applies the ISCN clone rules, and the result lists the reasons
+to refer the case to a cytogeneticist. Every ISCN string returned has passed `validate_karyotype`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from .aberrations import DeNovoIndex
+from .aberrations.dataset import NORMAL
+from .aberrations.heads import AberrationHead, specimen_score
+from .crops import extract_chromosome
+from .cytogenetics import CHROMOSOMES, get_aberration
+from .detection import ChromosomeDetector
+from .identification import ChromosomeIdentifier
+from .images import ImageError, load_metaphase
+from .karyogram import render_karyogram
+from .karyotype import ISCNError, validate_karyotype
+from .karyotype.cells import Abnormality, check_study, format_line, numerical_changes
+from .karyotype.specimen import aggregate, reference_sex
+from .segmentation import segment_in_box
+
+REPORT_VERSION = "1.0"
+DETECTOR_FOLDER, IDENTIFIER_FOLDER = "owlv2-chromosomes", "topvit-chromid"
+CHECKPOINTS_VARIABLE = "KARYOHF_CHECKPOINTS"
+DEFAULT_HUB_ID = "karyohf/karyohf"
+# A metaphase outside these counts is broken, partial, or two fields overlapping: counting it would put a false
+# aneuploidy into the karyotype, so it is not analysed (the clinician may still review it). These are ISCN's
+# hypodiploid-to-hyperdiploid range: outside it a line is written against another ploidy level.
+ANALYSABLE_COUNTS = (35, 57)
+# Boxes overlapping a neighbour by more than this IoU form a cluster (crossing or piled chromosomes); a cell with
+# more clustered chromosomes than MAX_CLUSTERED cannot be counted reliably.
+CLUSTER_IOU, MAX_CLUSTERED = 0.3, 6
+# More low-confidence chromosomes than this fraction: the identities are too unsure to karyotype the cell.
+MAX_LOW_CONFIDENCE = 0.25
+# The identity model's validation crops above this entropy quantile are "low confidence" when its checkpoint
+# does not carry the curve (`entropy_curves.json`: the cutoff that keeps 90% of the validation crops).
+LOW_CONFIDENCE_RETAINED, FALLBACK_LOW_CONFIDENCE_ENTROPY = 0.9, 0.6
+# A chromosome farther from the normals of its class than this quantile of the normals' own distances is a de novo
+# outlier; outliers of one class in this many cells (and this fraction of them) suggest an unmodelled aberration.
+DENOVO_QUANTILE, DENOVO_RECURRING_CELLS, DENOVO_RECURRING_FRACTION = 0.995, 3, 0.15
+# Cells a study must analyse before its karyotype can stand on its own (ISCN/lab practice: 20 metaphases).
+MINIMUM_CELLS = {"neoplasia": 20, "constitutional": 20}
+MASK_COLOURS = ((230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+                (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (170, 110, 40))
+
+
+def default_checkpoints() -> Path | None:
+    """The folder of shipped checkpoints when karyohf runs from a checkout (`checkpoints/` beside the package)."""
+    folder = Path(__file__).resolve().parents[1] / "checkpoints"
+    return folder if (folder / IDENTIFIER_FOLDER / "config.json").is_file() else None
+
+
+def resolve_checkpoints(path_or_id: str | os.PathLike | None = None) -> Path:
+    """The local folder holding the pipeline's checkpoints: `path_or_id` (a folder or a Hub id), else
+    `$KARYOHF_CHECKPOINTS`, else the checkout's `checkpoints/`, else the Hub. The error names every place tried."""
+    tried = []
+    if path_or_id is not None:
+        candidates = [str(path_or_id)]
+    else:
+        candidates = [os.environ.get(CHECKPOINTS_VARIABLE), default_checkpoints(), DEFAULT_HUB_ID]
+        if candidates[0] is None:
+            tried.append(f"${CHECKPOINTS_VARIABLE} (not set)")
+        if candidates[1] is None:
+            tried.append("the checkout's checkpoints/ (karyohf is not running from a checkout that has them)")
+    for candidate in filter(None, candidates):
+        folder = Path(candidate).expanduser()
+        if (folder / IDENTIFIER_FOLDER / "config.json").is_file():
+            return folder
+        if folder.exists() or "/" not in str(candidate) or str(candidate).count("/") > 1:
+            tried.append(f"{folder} (no {IDENTIFIER_FOLDER}/config.json there)")
+            continue
+        try:  # a Hub id: only what is cached when offline
+            from huggingface_hub import snapshot_download
+
+            folder = Path(snapshot_download(repo_id=str(candidate)))
+        except Exception as error:  # offline, unknown repository, invalid id: say where we looked
+            tried.append(f"Hub repository {candidate!r} ({type(error).__name__})")
+            continue
+        if (folder / IDENTIFIER_FOLDER / "config.json").is_file():
+            return folder
+        tried.append(f"Hub repository {candidate!r} (no {IDENTIFIER_FOLDER}/ in it)")
+    raise FileNotFoundError("no karyohf checkpoints found; looked in: " + "; ".join(tried)
+                            + f". Pass a folder holding {IDENTIFIER_FOLDER}/ (and {DETECTOR_FOLDER}/, heads) or set "
+                              f"${CHECKPOINTS_VARIABLE}.")
+
+
+@dataclass
+class CellResult:
+    """What the pipeline saw in one metaphase. Arrays have one row per chromosome (box), in the same order.
+
+    `masks[i]` is a boolean mask of `boxes[i]`'s integer pixel box (`mask_boxes[i]`); `labels` are the identities
+    after cell context; `head_probabilities` maps each aberrant label a head knows (e.g. "der(22)t(9;22)") to every
+    chromosome's probability of being it (NaN where not screened); `aberration_scores` holds one score per
+    aberration for the cell and `structural` the ones called."""
+
+    name: str
+    image: np.ndarray
+    boxes: np.ndarray
+    scores: np.ndarray
+    masks: list[np.ndarray]
+    mask_boxes: np.ndarray
+    crops: list[Image.Image]
+    labels: list[str]
+    probabilities: np.ndarray
+    entropy: np.ndarray
+    low_confidence: np.ndarray
+    embeddings: np.ndarray
+    denovo_scores: np.ndarray
+    denovo_outliers: np.ndarray
+    head_probabilities: dict[str, np.ndarray]
+    head_thresholds: dict[str, float]
+    aberration_scores: dict[str, float]
+    structural: tuple[str, ...]
+    reference_sex: str
+    study: str
+    quality: str  # "analysable", or why not
+    excluded: bool = False
+    corrections: list[dict] = field(default_factory=list)
+
+    @property
+    def chromosome_count(self) -> int:
+        return len(self.labels)
+
+    @property
+    def sex_chromosomes(self) -> str:
+        """The sex chromosomes found, e.g. "XY", "X", "XXY" ("" when none was identified)."""
+        return "X" * self.labels.count("X") + "Y" * self.labels.count("Y")
+
+    @property
+    def analysable(self) -> bool:
+        return self.quality == "analysable" and not self.excluded
+
+    @property
+    def abnormalities(self) -> tuple[Abnormality, ...]:
+        counts = {name: self.labels.count(name) for name in CHROMOSOMES}
+        structural = [Abnormality("structural", get_aberration(key).chromosomes[0], get_aberration(key).iscn)
+                      for key in self.structural]
+        return tuple(numerical_changes(counts, self.reference_sex) + structural)
+
+    @property
+    def karyotype(self) -> str | None:
+        """This cell's ISCN (no cell count), e.g. `47,XY,+21` or `46,XX,t(9;22)(q34;q11.2)`; None when no X was
+        identified (every human line has one)."""
+        if "X" not in self.labels:
+            return None
+        try:
+            return validate_karyotype(format_line(self.abnormalities, self.reference_sex, self.study))
+        except ISCNError:  # e.g. a 20-object fragment, which ISCN writes against the haploid level: not analysed
+            return None
+
+    def flags(self) -> list[dict]:
+        """One row per chromosome: label, confidence, entropy, its flags, and each head's P(aberrant)."""
+        rows = []
+        for i, label in enumerate(self.labels):
+            calls = {name: float(p[i]) for name, p in self.head_probabilities.items() if np.isfinite(p[i])}
+            rows.append({
+                "index": i, "label": label, "box": [round(float(v), 1) for v in self.boxes[i]],
+                "detection_score": round(float(self.scores[i]), 4),
+                "confidence": round(float(self.probabilities[i].max()), 4), "entropy": round(float(self.entropy[i]), 4),
+                "low_confidence": bool(self.low_confidence[i]), "denovo_score": round(float(self.denovo_scores[i]), 3),
+                "denovo_outlier": bool(self.denovo_outliers[i]),
+                "aberrations": {name: round(p, 4) for name, p in calls.items()},
+                "flagged": sorted(name for name, p in calls.items() if p >= self.head_thresholds[name]),
+            })
+        return rows
+
+    def karyogram(self) -> Image.Image:
+        """The cell's karyogram: homologs side by side in the printed rows, flagged chromosomes outlined."""
+        flagged = {row["index"]: ", ".join(f"{name} {row['aberrations'][name]:.2f}" for name in row["flagged"])
+                   for row in self.flags() if row["flagged"]}
+        title = f"{self.name} · {self.chromosome_count} chromosomes · {self.karyotype or 'no karyotype'}"
+        if not self.analysable:
+            title += f" · not analysed: {self.quality if not self.excluded else 'excluded'}"
+        return render_karyogram(self.crops, self.labels, scores=self.probabilities.max(-1), flags=flagged,
+                                title=title)
+
+    def overlay(self) -> Image.Image:
+        """The metaphase with every mask tinted in its own colour, every box outlined and labelled."""
+        picture = np.repeat(self.image[..., None], 3, axis=2).astype(np.float32)
+        for i, (mask, (x0, y0, x1, y1)) in enumerate(zip(self.masks, self.mask_boxes)):
+            region = picture[y0:y1, x0:x1]
+            region[mask] = 0.55 * region[mask] + 0.45 * np.asarray(MASK_COLOURS[i % len(MASK_COLOURS)])
+        overlay = Image.fromarray(picture.round().astype(np.uint8))
+        draw = ImageDraw.Draw(overlay)
+        for i, (box, label) in enumerate(zip(self.boxes, self.labels)):
+            flagged = any(np.isfinite(p[i]) and p[i] >= self.head_thresholds[n] for n, p in self.head_probabilities.items())
+            colour = (220, 0, 0) if flagged else (40, 40, 200) if not self.low_confidence[i] else (200, 120, 0)
+            draw.rectangle([float(v) for v in box], outline=colour, width=2 if flagged else 1)
+            draw.text((float(box[0]) + 2, float(box[1]) + 1), label, fill=colour)
+        return overlay
+
+    def to_dict(self) -> dict:
+        karyotype = self.karyotype
+        return {"name": self.name, "width": int(self.image.shape[1]), "height": int(self.image.shape[0]),
+                "chromosome_count": self.chromosome_count, "sex_chromosomes": self.sex_chromosomes,
+                "karyotype": karyotype, "quality": self.quality, "excluded": self.excluded,
+                "analysable": self.analysable, "aberration_scores": {k: round(v, 4) for k, v in
+                                                                      self.aberration_scores.items()},
+                "structural": list(self.structural), "chromosomes": self.flags(), "corrections": list(self.corrections)}
+
+
+@dataclass
+class SpecimenResult:
+    """One specimen: its cells, the ISCN karyotype with cell counts, findings (clonal, and non-clonal apart), and
+    the reasons to refer it to a cytogeneticist. `errors` lists the inputs that could not be read, with why."""
+
+    cells: list[CellResult]
+    study: str
+    reference_sex: str
+    karyotype: str | None
+    lines: tuple
+    findings: tuple
+    non_clonal: tuple
+    refer: list[str]
+    errors: list[dict]
+    specimen_id: str | None = None
+
+    @property
+    def analysed(self) -> list[CellResult]:
+        return [cell for cell in self.cells if cell.analysable]
+
+    def to_dict(self) -> dict:
+        """A versioned JSON-ready report."""
+        from . import __version__
+
+        return {
+            "report_version": REPORT_VERSION, "karyohf_version": __version__,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "specimen_id": self.specimen_id, "study": self.study, "sex": self.reference_sex,
+            "karyotype": self.karyotype,
+            "counts": {"metaphases": len(self.cells) + len(self.errors), "counted": len(self.cells),
+                       "analysed": len(self.analysed)},
+            "lines": [{"karyotype": line.text, "cells": list(line.cells)} for line in self.lines],
+            "findings": [f.to_dict() for f in self.findings], "non_clonal": [f.to_dict() for f in self.non_clonal],
+            "refer": list(self.refer), "errors": list(self.errors), "cells": [cell.to_dict() for cell in self.cells],
+            "disclaimer": "Research software, not a diagnostic device: every result needs review by a cytogeneticist.",
+        }
+
+    def to_coco(self) -> dict:
+        """The detections as a COCO dataset: one image per cell, one annotation per chromosome (box, RLE mask)."""
+        from pycocotools import mask as mask_utils
+
+        images, annotations = [], []
+        for image_id, cell in enumerate(self.cells, start=1):
+            height, width = cell.image.shape
+            images.append({"id": image_id, "file_name": cell.name, "width": int(width), "height": int(height)})
+            for i, (box, label) in enumerate(zip(cell.boxes, cell.labels)):
+                full = np.zeros((height, width), dtype=np.uint8, order="F")
+                x0, y0, x1, y1 = cell.mask_boxes[i]
+                full[y0:y1, x0:x1] = cell.masks[i]
+                rle = mask_utils.encode(full)
+                rle["counts"] = rle["counts"].decode("ascii")
+                xmin, ymin, xmax, ymax = (float(v) for v in box)
+                annotations.append({"id": len(annotations) + 1, "image_id": image_id,
+                                    "category_id": CHROMOSOMES.index(label) + 1,
+                                    "bbox": [xmin, ymin, xmax - xmin, ymax - ymin], "area": float(full.sum()),
+                                    "segmentation": rle, "iscrowd": 0, "score": float(cell.scores[i])})
+        categories = [{"id": i + 1, "name": name, "supercategory": "chromosome"} for i, name in enumerate(CHROMOSOMES)]
+        return {"info": {"description": f"karyohf detections, specimen {self.specimen_id or ''}".strip()},
+                "images": images, "annotations": annotations, "categories": categories}
+
+
+class KaryotypePipeline:
+    """Detector, identity model, aberration heads and de novo index, loaded once; see the module docstring."""
+
+    def __init__(self, identifier: ChromosomeIdentifier, detector: ChromosomeDetector | None = None,
+                 heads: list[AberrationHead] = (), denovo: DeNovoIndex | None = None, segmenter=None,
+                 low_confidence_entropy: float = FALLBACK_LOW_CONFIDENCE_ENTROPY):
+        self.identifier, self.detector, self.heads = identifier, detector, list(heads)
+        self.denovo, self.segmenter = denovo, segmenter
+        self.low_confidence_entropy = float(low_confidence_entropy)
+        self.denovo_thresholds = _denovo_thresholds(denovo) if denovo is not None else {}
+
+    @classmethod
+    def from_pretrained(cls, path_or_id: str | os.PathLike | None = None, device: str | None = None,
+                        backend: str = "torch") -> "KaryotypePipeline":
+        """Load every model from one folder or Hub repository of checkpoints (see `resolve_checkpoints`): the
+        identity model (`topvit-chromid/`, with its de novo index), the detector (`owlv2-chromosomes/`) and every
+        other subfolder whose model's first label is "normal" as an aberration head."""
+        if backend != "torch":
+            raise ValueError(f"backend must be 'torch' (the only one built so far), got {backend!r}")
+        root = resolve_checkpoints(path_or_id)
+        identity = root / IDENTIFIER_FOLDER
+        identifier = ChromosomeIdentifier.from_pretrained(str(identity), device=device)
+        detector = ChromosomeDetector.from_pretrained(root / DETECTOR_FOLDER, device=device) \
+            if (root / DETECTOR_FOLDER / "config.json").is_file() else None
+        heads = [AberrationHead.from_pretrained(folder, device=device) for folder in sorted(root.iterdir())
+                 if folder.name not in (IDENTIFIER_FOLDER, DETECTOR_FOLDER) and _is_head(folder)]
+        denovo = DeNovoIndex.from_pretrained(identity) if (identity / "denovo_index.safetensors").is_file() else None
+        return cls(identifier, detector, heads, denovo, low_confidence_entropy=_entropy_cutoff(identity))
+
+    @torch.inference_mode()
+    def analyze_cell(self, image, boxes=None, name: str | None = None, study: str = "neoplasia") -> CellResult:
+        """One metaphase (path, PIL or numpy; 8/16-bit; gray, RGB or RGBA). With `boxes` (xyxy pixels) the
+        detector is skipped. A bad image raises `ImageError` (a ValueError) naming it; a metaphase in which nothing
+        is found comes back marked not analysable."""
+        check_study(study)
+        name = name or (Path(image).name if isinstance(image, (str, os.PathLike)) else "metaphase")
+        gray = load_metaphase(image, name)
+        if boxes is not None:
+            boxes = _checked_boxes(boxes, gray.shape, name)
+            scores = np.ones(len(boxes), dtype=np.float32)
+        elif self.detector is None:
+            raise ValueError("this pipeline has no detector: pass the chromosome boxes")
+        else:
+            found = self.detector(gray)
+            boxes, scores = found.boxes, found.scores
+        mask_boxes, masks, crops, keep = [], [], [], []
+        full_masks = self.segmenter(gray, boxes) if self.segmenter is not None and len(boxes) else None
+        for i, box in enumerate(boxes):
+            pixel_box = _pixel_box(box, gray.shape)
+            if pixel_box is None:
+                continue
+            x0, y0, x1, y1 = pixel_box
+            mask = full_masks[i][y0:y1, x0:x1] if full_masks is not None else segment_in_box(gray, pixel_box)
+            if not mask.any():
+                continue
+            # Cut with the box-local mask `extract_chromosome` would compute itself: the crop the models trained on.
+            crops.append(extract_chromosome(gray, pixel_box, mask=mask))
+            masks.append(mask)
+            mask_boxes.append(pixel_box)
+            keep.append(i)
+        boxes, scores = np.asarray(boxes, dtype=np.float32)[keep].reshape(-1, 4), np.asarray(scores)[keep]
+        cell = self._identify(name, gray, boxes, scores, masks, np.asarray(mask_boxes, dtype=np.int64).reshape(-1, 4),
+                              crops, study)
+        return cell
+
+    def __call__(self, images, study: str = "neoplasia", progress=None, specimen_id: str | None = None,
+                 names: list[str] | None = None) -> SpecimenResult:
+        """One specimen's metaphases (paths, PIL images or arrays) -> SpecimenResult. An input that cannot be read
+        is listed in `errors` with the reason and the others are analysed. `progress(done, total, name)` is called
+        after each metaphase."""
+        check_study(study)
+        images = list(images)
+        cells, errors = [], []
+        for index, image in enumerate(images):
+            name = names[index] if names else (Path(image).name if isinstance(image, (str, os.PathLike))
+                                               else f"metaphase {index + 1}")
+            try:
+                cells.append(self.analyze_cell(image, name=name, study=study))
+            except (ImageError, OSError) as error:
+                errors.append({"file": name, "error": str(error)})
+            if progress is not None:
+                progress(index + 1, len(images), name)
+        return self.specimen(cells, study, errors, specimen_id)
+
+    def specimen(self, cells: list[CellResult], study: str = "neoplasia", errors: list[dict] = (),
+                 specimen_id: str | None = None) -> SpecimenResult:
+        """Aggregate analysed cells (after any corrections) into the specimen karyotype and its referral reasons."""
+        check_study(study)
+        analysable = [cell for cell in cells if cell.analysable]
+        sex = reference_sex([(c.labels.count("X"), c.labels.count("Y")) for c in analysable])
+        cells = [dataclasses.replace(cell, reference_sex=sex, study=study) for cell in cells]
+        analysable = [cell for cell in cells if cell.analysable]
+        # A structural finding's score is the specimen's evidence for it (`specimen_score`), not just its cells.
+        scores = {get_aberration(key).iscn: specimen_score([c.aberration_scores[key] for c in analysable], threshold)
+                  for head in self.heads for key, threshold in head.cell_thresholds.items()}
+        summary = aggregate([(c.name, c.abnormalities) for c in analysable], sex, study, scores)
+        refer = _referral_reasons(cells, analysable, summary, study)
+        karyotype = summary.karyotype
+        if karyotype is not None:
+            try:
+                karyotype = validate_karyotype(karyotype)
+            except ISCNError as error:  # never hand out an invalid string
+                refer.append(f"the karyotype could not be written as valid ISCN ({error}); review the cells by hand")
+                karyotype = None
+        return SpecimenResult(cells, study, sex, karyotype, summary.lines, summary.findings, summary.non_clonal,
+                              refer, list(errors), specimen_id)
+
+    # -- corrections: each returns a new CellResult with the karyotype recomputed and the correction recorded --
+
+    def relabel(self, cell: CellResult, index: int, label: str, who: str | None = None) -> CellResult:
+        """Give chromosome `index` the identity `label`; the heads re-screen it under its new class."""
+        _check_index(cell, index)
+        label = str(label).upper() if str(label).upper() in ("X", "Y") else str(label)
+        if label not in CHROMOSOMES:
+            raise ValueError(f"label must be one of {', '.join(CHROMOSOMES)}, got {label!r}")
+        labels = list(cell.labels)
+        before, labels[index] = labels[index], label
+        record = _record("relabel", index, before, label, who)
+        return self._rescored(cell, labels, list(range(len(labels))), record)
+
+    def delete(self, cell: CellResult, index: int, who: str | None = None) -> CellResult:
+        """Remove chromosome `index` (a false box: debris, a nucleus, a duplicate)."""
+        _check_index(cell, index)
+        kept = [i for i in range(len(cell.labels)) if i != index]
+        record = _record("delete", index, cell.labels[index], None, who)
+        return self._rescored(cell, [cell.labels[i] for i in kept], kept, record)
+
+    def exclude(self, cell: CellResult, excluded: bool = True, who: str | None = None) -> CellResult:
+        """Leave a whole cell out of the specimen karyotype (or bring it back)."""
+        record = _record("exclude" if excluded else "include", None, cell.excluded, excluded, who)
+        return dataclasses.replace(cell, excluded=excluded, corrections=[*cell.corrections, record])
+
+    # -- internals --
+
+    def _identify(self, name, gray, boxes, scores, masks, mask_boxes, crops, study) -> CellResult:
+        empty = np.zeros((0, len(CHROMOSOMES)), dtype=np.float32)
+        if crops:
+            identification = self.identifier(crops)
+            labels = [identification.label_names[i] for i in identification.within_cell()]
+            probabilities, entropy = identification.probabilities, identification.entropy
+            embeddings = identification.embeddings
+        else:
+            labels, probabilities, entropy, embeddings = [], empty, np.zeros(0, np.float32), np.zeros((0, 0))
+        cell = CellResult(
+            name=name, image=gray, boxes=boxes, scores=scores, masks=masks, mask_boxes=mask_boxes, crops=crops,
+            labels=labels, probabilities=probabilities, entropy=entropy,
+            low_confidence=entropy > self.low_confidence_entropy, embeddings=embeddings,
+            denovo_scores=np.zeros(0), denovo_outliers=np.zeros(0, dtype=bool),
+            head_probabilities={}, head_thresholds={}, aberration_scores={}, structural=(),
+            reference_sex=reference_sex([(labels.count("X"), labels.count("Y"))]), study=study, quality="",
+        )
+        return self._screened(cell)
+
+    def _screened(self, cell: CellResult) -> CellResult:
+        """Score the cell's chromosomes under their current labels (de novo distance, each head), then call and
+        judge the cell."""
+        denovo = self._denovo(cell.embeddings, cell.labels)
+        outliers = np.asarray([s > self.denovo_thresholds.get(label, np.inf) for s, label in zip(denovo, cell.labels)],
+                              dtype=bool)
+        probabilities, thresholds, scores, structural = {}, {}, {}, []
+        for head in self.heads:
+            found = head(cell.crops, cell.labels)
+            probabilities.update(found)
+            for index, (key, _) in head.targets.items():
+                thresholds[head.label_names[index]] = head.cell_thresholds[key]
+            for key, score in head.cell_scores(found).items():
+                scores[key] = score
+                if score >= head.cell_thresholds[key]:
+                    structural.append(key)
+        cell = dataclasses.replace(cell, denovo_scores=denovo, denovo_outliers=outliers,
+                                   head_probabilities=probabilities, head_thresholds=thresholds,
+                                   aberration_scores=scores, structural=tuple(structural))
+        return dataclasses.replace(cell, quality=_quality(cell))
+
+    def _rescored(self, cell: CellResult, labels: list[str], kept: list[int], record: dict) -> CellResult:
+        def take(array):
+            return np.asarray(array)[kept]
+
+        updated = dataclasses.replace(
+            cell, boxes=take(cell.boxes), scores=take(cell.scores), masks=[cell.masks[i] for i in kept],
+            mask_boxes=take(cell.mask_boxes).reshape(-1, 4), crops=[cell.crops[i] for i in kept], labels=labels,
+            probabilities=take(cell.probabilities).reshape(-1, len(CHROMOSOMES)), entropy=take(cell.entropy),
+            low_confidence=take(cell.low_confidence), embeddings=take(cell.embeddings),
+            corrections=[*cell.corrections, record])
+        return self._screened(updated)
+
+    def _denovo(self, embeddings, labels) -> np.ndarray:
+        if self.denovo is None or not len(labels):
+            return np.full(len(labels), np.nan, dtype=np.float32)
+        classes = np.asarray([self.denovo.class_names.index(label) for label in labels])
+        return self.denovo.score(embeddings, classes)
+
+
+def _is_head(folder: Path) -> bool:
+    config = folder / "config.json"
+    if not config.is_file():
+        return False
+    labels = json.loads(config.read_text()).get("id2label", {})
+    return labels.get("0") == NORMAL
+
+
+def _entropy_cutoff(identity: Path) -> float:
+    """The entropy above which the identity model's validation crops were its least sure 10%."""
+    curves = identity / "entropy_curves.json"
+    if not curves.is_file():
+        return FALLBACK_LOW_CONFIDENCE_ENTROPY
+    curve = json.loads(curves.read_text())["metaphase crops"]
+    retained = np.asarray(curve["retained"])
+    return float(np.asarray(curve["cutoff"])[int(np.argmin(np.abs(retained - LOW_CONFIDENCE_RETAINED)))])
+
+
+def _denovo_thresholds(index: DeNovoIndex) -> dict[str, float]:
+    """Per class, the DENOVO_QUANTILE of the index's own normals' distances to their N-th other normal."""
+    thresholds = {}
+    for label, name in enumerate(index.class_names):
+        normals = torch.as_tensor(index.embeddings[index.classes == label])
+        if len(normals) <= index.neighbours:
+            continue
+        distances = torch.cdist(normals, normals)
+        own = distances.kthvalue(index.neighbours + 1, dim=1).values.numpy()  # +1: each normal's zero to itself
+        thresholds[name] = float(np.quantile(own, DENOVO_QUANTILE))
+    return thresholds
+
+
+def _checked_boxes(boxes, shape, name: str) -> np.ndarray:
+    from .segmentation.threshold import validate_boxes
+
+    try:
+        return validate_boxes(boxes, shape).astype(np.float32)
+    except ValueError as error:
+        raise ValueError(f"{name}: {error}") from error
+
+
+def _pixel_box(box, shape) -> tuple[int, int, int, int] | None:
+    """Whole pixels covering `box`, clipped to the image; None when under 2 pixels a side."""
+    height, width = shape
+    x0, y0 = max(0, int(np.floor(box[0]))), max(0, int(np.floor(box[1])))
+    x1, y1 = min(width, int(np.ceil(box[2]))), min(height, int(np.ceil(box[3])))
+    return (x0, y0, x1, y1) if x1 - x0 >= 2 and y1 - y0 >= 2 else None
+
+
+def _quality(cell: CellResult) -> str:
+    count = cell.chromosome_count
+    if count == 0:
+        return "no chromosome found"
+    low, high = ANALYSABLE_COUNTS
+    if count < low:
+        return f"too few objects ({count}): a broken or partial metaphase"
+    if count > high:
+        return f"too many objects ({count}): overlapping metaphases, nuclei or debris"
+    if "X" not in cell.labels:
+        return "no X chromosome identified"
+    clustered = _clustered(cell.boxes)
+    if clustered > MAX_CLUSTERED:
+        return f"{clustered} chromosomes lie in overlap clusters: too crowded to count"
+    unsure = int(cell.low_confidence.sum())
+    if unsure > MAX_LOW_CONFIDENCE * count:
+        return f"{unsure} of {count} identities are low confidence"
+    return "analysable"
+
+
+def _clustered(boxes: np.ndarray) -> int:
+    if len(boxes) < 2:
+        return 0
+    from torchvision.ops import box_iou
+
+    iou = box_iou(torch.as_tensor(boxes), torch.as_tensor(boxes)).numpy()
+    np.fill_diagonal(iou, 0)
+    return int((iou > CLUSTER_IOU).any(1).sum())
+
+
+def _referral_reasons(cells, analysable, summary, study) -> list[str]:
+    reasons = []
+    needed = MINIMUM_CELLS[study]
+    if len(analysable) < needed:
+        reasons.append(f"only {len(analysable)} analysable metaphase{'s' * (len(analysable) != 1)} of "
+                       f"{len(cells)}; a {study} study needs {needed}")
+    for finding in summary.findings:
+        if finding.kind == "structural":
+            reasons.append(f"structural abnormality {finding.iscn} called in {len(finding.cells)} cells: "
+                           "confirm it on the karyogram (and by FISH or molecular testing)")
+    for finding in summary.non_clonal:
+        reasons.append(f"non-clonal {finding.kind} {finding.iscn} in one cell ({finding.cells[0]})" if
+                       len(finding.cells) == 1 else f"non-clonal {finding.kind} {finding.iscn} in "
+                       f"{len(finding.cells)} cells (a loss needs 3 to be clonal)")
+    outliers: dict[str, set[str]] = {}
+    for cell in analysable:
+        for label, outlier in zip(cell.labels, cell.denovo_outliers):
+            if outlier:
+                outliers.setdefault(label, set()).add(cell.name)
+    for label, names in sorted(outliers.items(), key=lambda kv: CHROMOSOMES.index(kv[0])):
+        if len(names) >= max(DENOVO_RECURRING_CELLS, DENOVO_RECURRING_FRACTION * len(analysable)):
+            reasons.append(f"chromosome {label} looks unlike any normal {label} in {len(names)} cells "
+                           "(de novo outlier): an aberration the heads do not know may be present")
+    complements = {}
+    for cell in analysable:
+        complements.setdefault("male" if "Y" in cell.sex_chromosomes else "female", []).append(cell.name)
+    if len(complements.get("male", [])) >= 2 and len(complements.get("female", [])) >= 2 and not any(
+            f.chromosome in ("X", "Y") for f in summary.findings):
+        reasons.append(f"discordant sex chromosomes: {len(complements['male'])} cells with a Y, "
+                       f"{len(complements['female'])} without")
+    return reasons
+
+
+def _check_index(cell: CellResult, index: int) -> None:
+    if not 0 <= int(index) < len(cell.labels):
+        raise ValueError(f"{cell.name}: no chromosome {index} (it has {len(cell.labels)})")
+
+
+def _record(action: str, index, before, after, who) -> dict:
+    return {"action": action, "chromosome": index, "from": before, "to": after, "who": who,
+            "when": datetime.now(timezone.utc).isoformat(timespec="seconds")}

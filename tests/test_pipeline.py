@@ -1,0 +1,264 @@
+"""KaryotypePipeline end to end on tiny models and synthetic metaphases; the shipped pipeline on a real one."""
+
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from karyohf.aberrations.heads import OPERATING_POINT_FILE, AberrationHead
+from karyohf.cli import main
+from karyohf.cytogenetics import CHROMOSOMES
+from karyohf.identification import Identification
+from karyohf.images import ImageError, load_metaphase
+from karyohf.karyotype import validate_karyotype
+from karyohf.models.centernet import CenterNetConfig, CenterNetForObjectDetection, MetaphaseImageProcessor
+from karyohf.models.topvit import ChromosomeImageProcessor, TopViTConfig, TopViTForImageClassification
+from karyohf.pipeline import KaryotypePipeline, resolve_checkpoints
+
+from tests.synthetic import banded_rod, metaphase_with
+
+MALE = [str(n) for n in range(1, 23) for _ in range(2)] + ["X", "Y"]
+
+
+def tiny_topvit(folder, labels=None):
+    extra = {"id2label": dict(enumerate(labels)), "label2id": {n: i for i, n in enumerate(labels)}} if labels else {}
+    config = TopViTConfig(image_size=(32, 16), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                          intermediate_size=32, **extra)
+    TopViTForImageClassification(config).save_pretrained(folder)
+    ChromosomeImageProcessor(size={"height": 32, "width": 16}).save_pretrained(folder)
+
+
+def tiny_detector(folder):
+    torch.manual_seed(0)
+    model = CenterNetForObjectDetection(CenterNetConfig(image_size=64, stage_channels=(8, 16), stage_blocks=(1, 0),
+                                                        neck_channels=8, head_channels=8))
+    model.save_pretrained(folder)
+    MetaphaseImageProcessor(size=64).save_pretrained(folder)
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    root = tmp_path_factory.mktemp("checkpoints")
+    tiny_topvit(root / "topvit-chromid")
+    tiny_topvit(root / "topvit-del5q", ["normal", "del(5q)"])
+    tiny_topvit(root / "topvit-t9-22", ["normal", "der(9)t(9;22)", "der(22)t(9;22)"])
+    tiny_detector(root / "owlv2-chromosomes")
+    return root
+
+
+class FixedIdentifier:
+    """Identity as a test dictates: the i-th crop is confidently `labels[i]`."""
+
+    def __init__(self, labels):
+        self.labels = list(labels)
+
+    def __call__(self, crops):
+        probabilities = np.full((len(crops), len(CHROMOSOMES)), 1e-4, dtype=np.float32)
+        for i, label in enumerate(self.labels[: len(crops)]):
+            probabilities[i, CHROMOSOMES.index(label)] = 1.0
+        probabilities /= probabilities.sum(1, keepdims=True)
+        return Identification(probabilities, np.zeros((len(crops), 8), np.float32), list(CHROMOSOMES))
+
+
+def synthetic_metaphase(count=46, seed=0):
+    """`count` banded rods on a grey field, in a grid; returns the image and the rods' boxes."""
+    rng = np.random.default_rng(seed)
+    rods = [(banded_rod(length=int(rng.integers(24, 48)), width=7), (12 + 38 * (i % 12), 10 + 60 * (i // 12)),
+             int(rng.integers(-20, 20))) for i in range(count)]
+    return metaphase_with(rods, size=(470, 250 + 60 * (count // 48)))
+
+
+def pipeline_with(labels, heads=()):
+    return KaryotypePipeline(FixedIdentifier(labels), detector=None, heads=list(heads))
+
+
+def test_from_pretrained_finds_the_heads_and_what_each_screens_from_their_configs(checkpoints):
+    pipe = KaryotypePipeline.from_pretrained(checkpoints)
+    assert {head.name: head.screened for head in pipe.heads} == {"topvit-del5q": {"5"}, "topvit-t9-22": {"9", "22"}}
+    assert pipe.detector is not None and pipe.denovo is None
+
+
+def test_missing_checkpoints_name_where_the_pipeline_looked(tmp_path):
+    with pytest.raises(FileNotFoundError, match=str(tmp_path / "nowhere")):
+        KaryotypePipeline.from_pretrained(tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match="Hub repository 'nobody/no-such-karyohf'"):
+        resolve_checkpoints("nobody/no-such-karyohf")
+
+
+def test_a_normal_male_cell_from_given_boxes(checkpoints):
+    image, boxes = synthetic_metaphase()
+    cell = pipeline_with(MALE).analyze_cell(image, boxes=boxes, name="cell-1")
+    assert cell.chromosome_count == 46 and cell.sex_chromosomes == "XY"
+    assert cell.karyotype == "46,XY" and cell.quality == "analysable"
+    assert len(cell.masks) == 46 and all(m.shape == (y1 - y0, x1 - x0) for m, (x0, y0, x1, y1)
+                                         in zip(cell.masks, cell.mask_boxes))
+    assert cell.karyogram().size[0] > 200 and cell.overlay().size == image.size
+
+
+def test_a_trisomy_survives_cell_context():
+    image, boxes = synthetic_metaphase(47)
+    cell = pipeline_with(MALE + ["21"]).analyze_cell(image, boxes=boxes)
+    assert cell.karyotype == "47,XY,+21"
+
+
+def test_a_head_call_enters_the_cell_karyotype(checkpoints):
+    head = AberrationHead.from_pretrained(checkpoints / "topvit-del5q")
+    head.cell_thresholds["del(5q)"] = 0.0  # every screened cell is called: the call must reach the karyotype
+    image, boxes = synthetic_metaphase()
+    cell = pipeline_with(MALE, [head]).analyze_cell(image, boxes=boxes)
+    assert cell.structural == ("del(5q)",)
+    assert cell.karyotype == "46,XY,del(5)(q13q33)"
+    flagged = [row for row in cell.flags() if row["flagged"]]
+    assert {row["label"] for row in flagged} == {"5"} and all("del(5q)" in row["aberrations"] for row in flagged)
+    assert np.isnan(cell.head_probabilities["del(5q)"][0])  # a 1 is not screened
+
+
+def test_operating_point_file_sets_the_cell_threshold(checkpoints, tmp_path):
+    import shutil
+
+    folder = tmp_path / "topvit-del5q"
+    shutil.copytree(checkpoints / "topvit-del5q", folder)
+    (folder / OPERATING_POINT_FILE).write_text(json.dumps({"cell_threshold": {"del(5q)": 0.97}}))
+    assert AberrationHead.from_pretrained(folder).cell_thresholds == {"del(5q)": 0.97}
+
+
+def test_specimen_clone_rules_and_referral(checkpoints):
+    normal_image, normal_boxes = synthetic_metaphase()
+    gain_image, gain_boxes = synthetic_metaphase(47, seed=1)
+    cells = [pipeline_with(MALE).analyze_cell(normal_image, boxes=normal_boxes, name=f"n{i}") for i in range(17)]
+    cells += [pipeline_with(MALE + ["8"]).analyze_cell(gain_image, boxes=gain_boxes, name=f"g{i}") for i in range(3)]
+    specimen = pipeline_with(MALE).specimen(cells)
+    assert specimen.karyotype == "47,XY,+8[3]/46,XY[17]"
+    assert [f.iscn for f in specimen.findings] == ["+8"] and specimen.findings[0].cells == ("g0", "g1", "g2")
+    assert not specimen.refer
+    few = pipeline_with(MALE).specimen(cells[:5])
+    assert few.karyotype == "46,XY[5]" and "only 5 analysable metaphases" in few.refer[0]
+    report = specimen.to_dict()
+    assert report["report_version"] and report["karyotype"] == specimen.karyotype
+    assert report["counts"] == {"metaphases": 20, "counted": 20, "analysed": 20}
+    json.dumps(report)
+    coco = specimen.to_coco()
+    assert len(coco["images"]) == 20 and len(coco["annotations"]) == 17 * 46 + 3 * 47
+
+
+def test_corrections_update_the_cell_and_the_specimen_and_are_recorded():
+    image, boxes = synthetic_metaphase(47)
+    pipe = pipeline_with(MALE + ["8"])
+    cells = [pipe.analyze_cell(image, boxes=boxes, name=f"c{i}") for i in range(3)]
+    assert pipe.specimen(cells).karyotype.startswith("47,XY,+8[3]")
+    relabelled = pipe.relabel(cells[0], 46, "Y")  # the extra 8 was really a Y
+    assert relabelled.karyotype == "47,XY,+Y"  # neoplasia: an acquired gain keeps the constitutional XY
+    assert relabelled.corrections[-1] | {"when": None} == {"action": "relabel", "chromosome": 46, "from": "8",
+                                                           "to": "Y", "who": None, "when": None}
+    deleted = pipe.delete(cells[1], 46)
+    assert deleted.karyotype == "46,XY" and deleted.chromosome_count == 46
+    excluded = pipe.exclude(cells[2])
+    specimen = pipe.specimen([relabelled, deleted, excluded])
+    assert len(specimen.analysed) == 2 and "+8" not in (specimen.karyotype or "")
+    with pytest.raises(ValueError, match="no chromosome 99"):
+        pipe.relabel(cells[0], 99, "1")
+    with pytest.raises(ValueError, match="label must be one of"):
+        pipe.relabel(cells[0], 0, "23")
+
+
+def test_no_chromosome_found_is_not_analysable_not_a_crash(checkpoints):
+    pipe = KaryotypePipeline.from_pretrained(checkpoints)  # an untrained detector finds nothing on a plain field
+    field = np.full((200, 200), 230, np.uint8)
+    field[50:60, 50:52] = 30
+    cell = pipe.analyze_cell(field, boxes=np.zeros((0, 4)))
+    assert cell.chromosome_count == 0 and not cell.analysable and cell.karyotype is None
+    assert pipe.specimen([cell]).karyotype is None
+
+
+def bad_files(folder):
+    """One of each kind of bad input, as files."""
+    files = {}
+    files["text.jpg"] = b"this is not an image"
+    files["report.pdf"] = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer <<>>\n%%EOF"
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 300), dtype=np.uint8)).save(buffer, "JPEG")
+    files["truncated.jpg"] = buffer.getvalue()[: len(buffer.getvalue()) // 2]
+    buffer = io.BytesIO()
+    Image.new("L", (1, 1), 128).save(buffer, "PNG")
+    files["tiny.png"] = buffer.getvalue()
+    buffer = io.BytesIO()
+    Image.new("L", (300, 300), 255).save(buffer, "PNG")
+    files["blank.png"] = buffer.getvalue()
+    buffer = io.BytesIO()
+    Image.new("1", (8000, 6000), 1).save(buffer, "PNG")  # 48 megapixels in a few kB: a decompression bomb
+    files["bomb.png"] = buffer.getvalue()
+    paths = {}
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+        paths[name] = folder / name
+    huge = folder / "huge.tif"
+    with huge.open("wb") as handle:
+        handle.truncate(41 * 1024 * 1024)
+    paths["huge.tif"] = huge
+    return paths
+
+
+@pytest.mark.parametrize("name, problem", [
+    ("text.jpg", "not an image file"), ("report.pdf", "not an image file"), ("truncated.jpg", "could not be decoded"),
+    ("tiny.png", "too small"), ("blank.png", "blank"), ("bomb.png", "megapixels"), ("huge.tif", "MiB"),
+])
+def test_bad_inputs_raise_a_value_error_naming_the_file(tmp_path, name, problem):
+    path = bad_files(tmp_path)[name]
+    with pytest.raises(ValueError, match=problem) as caught:
+        load_metaphase(path)
+    assert isinstance(caught.value, ImageError) and name in str(caught.value)
+
+
+def test_accepted_image_kinds_agree(tmp_path):
+    image, _ = synthetic_metaphase(4)
+    gray = np.asarray(image)
+    rgba = Image.fromarray(np.dstack([gray] * 3 + [np.full_like(gray, 255)]), "RGBA")
+    sixteen = gray.astype(np.uint16) * 257
+    image.save(tmp_path / "m.tif")
+    for variant in (image, gray, rgba, sixteen, tmp_path / "m.tif"):
+        assert np.abs(load_metaphase(variant).astype(int) - gray).max() <= 1
+
+
+def test_predict_end_to_end_skips_a_bad_file(checkpoints, tmp_path, capsys):
+    inputs = tmp_path / "specimen"
+    inputs.mkdir()
+    for k in range(2):
+        synthetic_metaphase(46, seed=k)[0].save(inputs / f"m{k}.png")
+    (inputs / "broken.png").write_bytes(b"not a png")
+    out = tmp_path / "out"
+    assert main(["predict", str(inputs), "--out", str(out), "--checkpoints", str(checkpoints), "--quiet",
+                 "--specimen-id", "S1"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["specimen_id"] == "S1" and [e["file"] for e in report["errors"]] == ["broken.png"]
+    assert "broken.png" in report["errors"][0]["error"] and len(report["cells"]) == 2
+    assert (out / "karyotype.txt").read_text().strip()
+    for k in range(2):
+        assert Image.open(out / f"m{k}_karyogram.png").size[0] > 100 and (out / f"m{k}_overlay.png").is_file()
+    assert json.loads((out / "detections.coco.json").read_text())["categories"][0]["name"] == "1"
+    assert "skipped" in capsys.readouterr().err
+
+
+def test_predict_fails_only_when_nothing_could_be_read(checkpoints, tmp_path):
+    (tmp_path / "bad.jpg").write_bytes(b"nothing")
+    assert main(["predict", str(tmp_path / "bad.jpg"), str(tmp_path / "missing*.png"), "--out", str(tmp_path / "o"),
+                 "--checkpoints", str(checkpoints), "--quiet"]) == 1
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert len(report["errors"]) == 2 and report["karyotype"] is None
+
+
+def test_shipped_pipeline_on_a_real_validation_metaphase(real_data_root):
+    from karyohf.data import load_metaphases, split_metaphases
+
+    example = split_metaphases(load_metaphases(real_data_root))["validation"][0]
+    pipe = KaryotypePipeline.from_pretrained()
+    cell = pipe.analyze_cell(example["image"], name=example["image_id"])
+    assert abs(cell.chromosome_count - len(example["boxes"])) <= 2
+    assert cell.sex_chromosomes in ("XY", "XX") and validate_karyotype(cell.karyotype) == cell.karyotype
+    annotated = [CHROMOSOMES[c] for c in example["chromosomes"]]
+    assert sum(min(cell.labels.count(n), annotated.count(n)) for n in CHROMOSOMES) >= 0.9 * len(annotated)
+    specimen = pipe([example["image"]], names=[example["image_id"]])
+    assert specimen.karyotype == validate_karyotype(specimen.karyotype)
+    assert any("only 1 analysable metaphase" in reason for reason in specimen.refer)
