@@ -85,6 +85,21 @@ def test_cell_context_allows_one_y_and_refuses_misshaped_input():
         assign_within_cell(_cell_probabilities(truth, 0.9), CHROMOSOMES, extra_copy_cost=-1)
 
 
+def test_cell_context_gives_no_free_y_to_a_female_cell_nor_a_free_second_x_to_a_male_one():
+    female = np.repeat(np.arange(23), 2)  # 46,XX
+    probabilities = _cell_probabilities(female, 0.9)
+    probabilities[42] = 0.0
+    probabilities[42, [21, 23]] = [0.45, 0.55]  # crop 42 is a 22 that looks slightly more like a Y
+    assert (assign_within_cell(probabilities, CHROMOSOMES) == female).all()
+    male = np.concatenate([np.repeat(np.arange(22), 2), [22, 23]])  # 46,XY
+    probabilities = _cell_probabilities(male, 0.9)
+    probabilities[12] = 0.0
+    probabilities[12, [6, 22]] = [0.45, 0.55]  # crop 12 is a 7 that looks slightly more like an X
+    assert (assign_within_cell(probabilities, CHROMOSOMES) == male).all()
+    xxy = np.concatenate([male, [22]])  # 47,XXY that the crops clearly show is kept
+    assert (assign_within_cell(_cell_probabilities(xxy, 0.999), CHROMOSOMES) == xxy).all()
+
+
 def test_karyogram_puts_each_class_in_its_place():
     crops = [banded_rod(length=80), banded_rod(length=20)]
     sheet = render_karyogram(crops, ["1", "Y"])
