@@ -135,6 +135,7 @@ def test_reference_sex_from_the_cells():
     assert reference_sex([(1, 0)] * 7 + [(1, 1)] * 3) == "XY"  # a -Y clone in a man
     assert reference_sex([(2, 0)] * 19 + [(2, 1)]) == "XX"  # one misidentified Y
     assert reference_sex([(1, 0)] * 20) == "XX"  # 45,X: Turner
+    assert reference_sex([(2, 1)]) == "XY"  # one 47,XXY cell
 
 
 def test_no_cells_no_karyotype():

@@ -52,13 +52,13 @@ def checkpoints(tmp_path_factory):
 class FixedIdentifier:
     """Identity as a test dictates: the i-th crop is confidently `labels[i]`."""
 
-    def __init__(self, labels):
-        self.labels = list(labels)
+    def __init__(self, labels, unsure=()):
+        self.labels, self.unsure = list(labels), set(unsure)
 
     def __call__(self, crops):
         probabilities = np.full((len(crops), len(CHROMOSOMES)), 1e-4, dtype=np.float32)
         for i, label in enumerate(self.labels[: len(crops)]):
-            probabilities[i, CHROMOSOMES.index(label)] = 1.0
+            probabilities[i, CHROMOSOMES.index(label)] = 0.003 if i in self.unsure else 1.0  # unsure: p about 0.57
         probabilities /= probabilities.sum(1, keepdims=True)
         return Identification(probabilities, np.zeros((len(crops), 8), np.float32), list(CHROMOSOMES))
 
@@ -102,6 +102,17 @@ def test_a_trisomy_survives_cell_context():
     image, boxes = synthetic_metaphase(47)
     cell = pipeline_with(MALE + ["21"]).analyze_cell(image, boxes=boxes)
     assert cell.karyotype == "47,XY,+21"
+
+
+def test_an_unsure_extra_copy_is_not_counted_until_a_person_confirms_it():
+    image, boxes = synthetic_metaphase(47)
+    pipe = KaryotypePipeline(FixedIdentifier(MALE + ["21"], unsure={46}), detector=None)
+    cell = pipe.analyze_cell(image, boxes=boxes)
+    assert cell.labels.count("21") == 3 and not cell.counted[46]
+    assert cell.chromosome_count == 46 and cell.karyotype == "46,XY"
+    assert not cell.flags()[46]["counted"]
+    confirmed = pipe.relabel(cell, 46, "21")
+    assert confirmed.counted[46] and confirmed.karyotype == "47,XY,+21"
 
 
 def test_a_head_call_enters_the_cell_karyotype(checkpoints):

@@ -90,6 +90,7 @@ def aberration_probabilities(model, processor, images, batch_size: int = 256) ->
     out = []
     for start in range(0, len(images), batch_size):
         pixels = processor(images[start : start + batch_size], return_tensors="pt")["pixel_values"].to(device)
+        pixels = pixels.contiguous(memory_format=torch.channels_last)  # as ChromosomeIdentifier: a faster stem
         out.append(model(pixel_values=pixels).logits.float().softmax(-1).cpu().numpy())
     return np.concatenate(out)
 
@@ -109,7 +110,7 @@ class AberrationHead:
     when its score reaches the head's `cell_thresholds` (its `operating_point.json`)."""
 
     def __init__(self, model, processor, name: str, cell_thresholds: dict[str, float] | None = None):
-        self.model, self.processor, self.name = model.eval(), processor, name
+        self.model, self.processor, self.name = model.eval().to(memory_format=torch.channels_last), processor, name
         self.label_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
         if self.label_names[0] != NORMAL:
             raise ValueError(f"aberration head {name}: label 0 must be {NORMAL!r}, got {self.label_names}")

@@ -22,14 +22,23 @@ CLONE_CELLS = {"gain": 2, "structural": 2, "loss": 3}
 def reference_sex(sex_counts) -> str:
     """The constitutional complement behind a specimen's cells, from each cell's (X copies, Y copies).
 
-    Male when a Y is seen in at least 30% of the cells (two at least: a Y can be lost in a clone, not gained in a
-    female specimen's cells by chance more than once), or when most cells have one X and some have a Y."""
+    Male when a Y is seen in at least 30% of the cells (so one misidentified Y among 20 female cells does not make a
+    man, and a clone that lost its Y does not make a woman), or when most cells have one X and some have a Y."""
     sex_counts = list(sex_counts)
     with_y = sum(1 for _, y in sex_counts if y > 0)
     single_x = sum(1 for x, _ in sex_counts if x == 1)
-    if with_y >= max(2, 0.3 * len(sex_counts)) or (with_y and single_x > len(sex_counts) / 2):
+    if (with_y and with_y >= 0.3 * len(sex_counts)) or (with_y and single_x > len(sex_counts) / 2):
         return "XY"
     return "XX"
+
+
+def sex_inconsistent(abnormalities, reference_sex: str) -> str | None:
+    """Why a cell cannot be analysed with the specimen's sex, or None. A female specimen's cell cannot gain a Y: the
+    object called Y is a misidentification (or the specimen is mixed, a chimera or a transplant), so the cell is
+    set aside rather than written as `+Y` or `-X,+Y`."""
+    if reference_sex == "XX" and any(a.chromosome == "Y" and a.kind == "gain" for a in abnormalities):
+        return "a Y in a female specimen (most cells XX): a misidentified object, or a mixed specimen"
+    return None
 
 
 @dataclass(frozen=True)
