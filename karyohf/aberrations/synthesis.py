@@ -319,3 +319,40 @@ def _seams(pieces: list[_Piece], starts: np.ndarray, i: int):
         yield pieces[i - 1], float(starts[i]), 1.0, pieces[i].a, pieces[i - 1].b
     if i < len(pieces) - 1:
         yield pieces[i + 1], float(starts[i + 1]), -1.0, pieces[i].b, pieces[i + 1].a
+
+
+def paste_into_metaphase(image, box, chromosome_image) -> np.ndarray:
+    """The metaphase with the chromosome in `box` replaced by `chromosome_image` (a paper-format crop cut from that
+    box by `extract_chromosome`, e.g. its synthesized derivative): the original's mask is filled with the local
+    background, and the new chromosome is turned back to the original's angle, returned to the original's exposure
+    and laid over its centre. Semi-synthetic aberrant metaphases are made this way; pasted chromosomes are a proxy
+    for real aberrant ones (no seam blending with neighbours, the same background).
+    """
+    from ..crops import _pixel_box, background_level, upright_angle
+    from ..segmentation import segment_in_box
+
+    gray = as_gray_uint8(image).copy()
+    x0, y0, x1, y1 = _pixel_box(box, gray.shape)
+    mask = segment_in_box(gray, (x0, y0, x1, y1))
+    region = gray[y0:y1, x0:x1]
+    background = background_level(region, mask)
+    # Fill the chromosome and its soft edge with the background just around it.
+    covered = ndimage.binary_dilation(mask, iterations=2)
+    ring = ndimage.binary_dilation(mask, iterations=6) & ~covered
+    region[covered] = np.uint8(round(float(np.median(region[ring])))) if ring.any() else np.uint8(round(background))
+    new = np.asarray(Image.fromarray(as_gray_uint8(chromosome_image)).rotate(
+        -upright_angle(mask), resample=Image.BILINEAR, expand=True, fillcolor=255), dtype=np.float32)
+    ink = new < 250
+    if not ink.any():
+        raise ValueError("chromosome_image holds no chromosome")
+    new = new * (background / 255.0)  # undo the crop's background whitening
+    rows, cols = np.nonzero(ink)
+    centre = np.array([rows.mean(), cols.mean()])
+    mask_rows, mask_cols = np.nonzero(mask)
+    target = np.array([mask_rows.mean() + y0, mask_cols.mean() + x0])
+    top, left = np.round(target - centre).astype(int)
+    inside = (rows + top >= 0) & (rows + top < gray.shape[0]) & (cols + left >= 0) & (cols + left < gray.shape[1])
+    rows, cols = rows[inside], cols[inside]
+    pasted = np.round(new[rows, cols]).astype(np.uint8)
+    gray[rows + top, cols + left] = np.minimum(gray[rows + top, cols + left], pasted)
+    return gray

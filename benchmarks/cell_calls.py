@@ -1,0 +1,159 @@
+"""Every validation metaphase (and every real `numerical` one) through `KaryotypePipeline`, cell by cell: the record
+the specimen-level benchmarks build on, and the per-image aneuploidy calls.
+
+    python benchmarks/cell_calls.py [--cache /tmp/karyohf-cells.jsonl] [--threads 1]
+
+Per image it stores the annotated class counts and what the pipeline found (every object's label, identity
+probabilities and detection score, the quality, each head's cell score and per-chromosome probabilities); counts
+are rebuilt from them with the pipeline's own `counted_objects`, so the cache outlives a change of that rule. Then,
+per image:
+- aneuploidy: a cell is called numerically abnormal when its line (constitutional style, as these amniotic-fluid
+  cells are) shows a gain or loss; sensitivity on the real `numerical` metaphases (exact line and any call), and
+  specificity on the normal validation metaphases;
+- sex chromosomes: the predicted sex field equals the annotated one.
+Writes benchmarks/results/cell_calls.json. Re-running reuses the cache (delete it after changing a model).
+"""
+
+import argparse
+import json
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from karyohf.data import load_metaphases, split_metaphases
+from karyohf.karyotype.cells import format_line, numerical_changes
+from karyohf.karyotype.specimen import reference_sex
+from karyohf.metrics import prediction_entropy
+from karyohf.pipeline import KaryotypePipeline, cell_quality, counted_objects
+
+NAMES = [str(n) for n in range(1, 23)] + ["X", "Y"]
+
+
+def line_of(class_counts: dict[str, int]) -> str | None:
+    """Constitutional-style ISCN line of a cell from its class counts (None without sex chromosomes)."""
+    sex = reference_sex([(class_counts.get("X", 0), class_counts.get("Y", 0))])
+    try:
+        return format_line(numerical_changes(class_counts, sex), sex, "constitutional")
+    except ValueError:
+        return None
+
+
+def counted_labels(record: dict) -> list[str]:
+    """The cell's chromosomes as the pipeline counts them (`counted_objects`), from a cached record."""
+    labels = record["labels"]
+    if not labels:
+        return []
+    counted = counted_objects(labels, np.asarray(record["probabilities"]), np.asarray(record["detection_scores"]),
+                              np.zeros(len(labels), dtype=bool))
+    return [label for label, keep in zip(labels, counted) if keep]
+
+
+def predicted_counts(record: dict) -> dict[str, int]:
+    return dict(Counter(counted_labels(record)))
+
+
+def quality(record: dict, low_confidence_entropy: float) -> str:
+    """The pipeline's `cell_quality` of a cached record under the current rules."""
+    probabilities = np.asarray(record["probabilities"]).reshape(-1, 24)
+    return cell_quality(counted_labels(record), np.asarray(record["boxes"]),
+                        prediction_entropy(probabilities) > low_confidence_entropy)
+
+
+def with_current_quality(records: list[dict]) -> list[dict]:
+    cutoff = KaryotypePipeline.from_pretrained().low_confidence_entropy
+    return [r | {"quality": quality(r, cutoff)} for r in records]
+
+
+def analyse(pipe, example, split) -> dict:
+    started = time.perf_counter()
+    cell = pipe.analyze_cell(example["image"], name=example["image_id"], study="constitutional")
+    seconds = time.perf_counter() - started
+    annotated = Counter(NAMES[c] for c in example["chromosomes"])
+    return {
+        "image_id": example["image_id"], "specimen_id": example["specimen_id"], "split": split,
+        "status": example["karyotype_status"], "abnormal_pairs": example["abnormal_pairs"],
+        "annotated_counts": dict(annotated),
+        "quality": cell.quality, "seconds": seconds, "aberration_scores": cell.aberration_scores,
+        "head_probabilities": {name: [None if not np.isfinite(p) else float(p) for p in values]
+                               for name, values in cell.head_probabilities.items()},
+        "labels": cell.labels, "denovo_outliers": [cell.labels[i] for i in np.flatnonzero(cell.denovo_outliers)],
+        "boxes": np.round(cell.boxes, 1).tolist(), "detection_scores": np.round(cell.scores, 3).tolist(),
+        "probabilities": np.round(cell.probabilities, 4).tolist(), "karyotype": cell.karyotype,
+    }
+
+
+def collect(cache: Path, threads: int) -> list[dict]:
+    records = [json.loads(line) for line in cache.read_text().splitlines()] if cache.is_file() else []
+    done = {r["image_id"] for r in records}
+    splits = split_metaphases(load_metaphases())
+    todo = [(ex, "validation") for ex in splits["validation"]]
+    todo += [(ex, "train") for ex in splits["train"].filter(lambda s: s == "numerical",
+                                                              input_columns="karyotype_status")]
+    torch.set_num_threads(threads)
+    pipe = KaryotypePipeline.from_pretrained()
+    with cache.open("a") as out:
+        for example, split in todo:
+            if example["image_id"] in done:
+                continue
+            record = analyse(pipe, example, split)
+            out.write(json.dumps(record) + "\n")
+            out.flush()
+            records.append(record)
+    return records
+
+
+def summarise(records: list[dict]) -> dict:
+    def rates(rows):
+        truth = [line_of(r["annotated_counts"]) for r in rows]
+        predicted = [line_of(predicted_counts(r)) for r in rows]
+        return truth, predicted
+
+    result = {}
+    normal = [r for r in records if r["split"] == "validation" and r["status"] == "normal"]
+    truth, predicted = rates(normal)
+    analysable = [p for p, r in zip(predicted, normal) if r["quality"] == "analysable"]
+    result["normal validation metaphases"] = {
+        "images": len(normal),
+        "specificity (no gain or loss called)": float(np.mean([p in ("46,XX", "46,XY") for p in predicted])),
+        "analysable": len(analysable),
+        "specificity among analysable": float(np.mean([p in ("46,XX", "46,XY") for p in analysable])),
+        "sex chromosomes right": float(np.mean([(p or "").split(",")[1:2] == (t or "").split(",")[1:2]
+                                                for p, t in zip(predicted, truth)])),
+        "count exact": float(np.mean([sum(predicted_counts(r).values()) == sum(r["annotated_counts"].values())
+                                      for r in normal])),
+        "objects found = annotated count (before the extra-copy rule)": float(np.mean(
+            [len(r["labels"]) == sum(r["annotated_counts"].values()) for r in normal])),
+    }
+    for split in ("validation", "train", "all"):
+        rows = [r for r in records if r["status"] == "numerical" and split in (r["split"], "all")]
+        truth, predicted = rates(rows)
+        result[f"numerical metaphases ({split} split)"] = {
+            "images": len(rows),
+            "sensitivity (exact annotated line)": float(np.mean([p == t for p, t in zip(predicted, truth)])),
+            "sensitivity (any gain or loss called)": float(np.mean([p not in ("46,XX", "46,XY") for p in predicted])),
+            "sex chromosomes right": float(np.mean([(p or "").split(",")[1:2] == (t or "").split(",")[1:2]
+                                                    for p, t in zip(predicted, truth)])),
+            "cells": [{"image_id": r["image_id"], "annotated": t, "predicted": p, "quality": r["quality"]}
+                      for r, t, p in zip(rows, truth, predicted)],
+        }
+    result["median seconds per metaphase (shared CPU, not a timing run)"] = float(np.median([r["seconds"] for r in records]))
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cache", type=Path, default=Path("/tmp/karyohf-cells.jsonl"))
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "cell_calls.json")
+    args = parser.parse_args()
+    result = summarise(with_current_quality(collect(args.cache, args.threads)))
+    args.output.write_text(json.dumps(result, indent=2))
+    print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "cells"} if isinstance(v, dict) else v
+                      for k, v in result.items()}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
