@@ -21,7 +21,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 demo: $(STAMP)
-	$(BIN)/karyohf demo
+	$(BIN)/python app.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -41,6 +41,8 @@ from .karyotype.specimen import aggregate, reference_sex, sex_inconsistent
 from .segmentation import segment_in_box
 
 REPORT_VERSION = "1.0"
+FHIR_PROFILE = "http://hl7.org/fhir/uv/genomics-reporting/StructureDefinition/variant"
+LOINC, ISCN_SYSTEM = "http://loinc.org", "https://iscn.karger.com"
 DETECTOR_FOLDER, IDENTIFIER_FOLDER = "owlv2-chromosomes", "topvit-chromid"
 CHECKPOINTS_VARIABLE = "KARYOHF_CHECKPOINTS"
 DEFAULT_HUB_ID = "karyohf/karyohf"
@@ -273,6 +275,38 @@ class SpecimenResult:
             "disclaimer": "Research software, not a diagnostic device: every result needs review by a cytogeneticist.",
         }
 
+    def to_fhir(self) -> dict:
+        """The specimen karyotype as a FHIR R4 Genomics Reporting `variant` Observation (status preliminary: it still
+        needs a cytogeneticist's sign-off); without a karyotype, a dataAbsentReason saying why."""
+        from . import __version__
+
+        observation = {
+            "resourceType": "Observation",
+            "meta": {"profile": [FHIR_PROFILE]},
+            "status": "preliminary",
+            "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                                      "code": "laboratory", "display": "Laboratory"}]}],
+            "code": {"coding": [{"system": LOINC, "code": "69548-6", "display": "Genetic variant assessment"}]},
+            "issued": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "method": {"text": f"karyohf {__version__} automatic karyotyping, {self.study} study"},
+            "note": [{"text": "Research software, not a diagnostic device: to be reviewed by a cytogeneticist."}],
+        }
+        if self.specimen_id:
+            observation["specimen"] = {"display": self.specimen_id}
+        if self.karyotype is None:
+            observation["dataAbsentReason"] = {
+                "coding": [{"system": "http://terminology.hl7.org/CodeSystem/data-absent-reason", "code": "unknown",
+                            "display": "Unknown"}],
+                "text": "no karyotype: " + "; ".join(self.refer or ["no analysable metaphase"])}
+            return observation
+        observation["valueCodeableConcept"] = {"coding": [{"system": LOINC, "code": "LA9633-4", "display": "Present"}]}
+        observation["component"] = [{
+            "code": {"coding": [{"system": LOINC, "code": "81291-7", "display": "Variant ISCN"}]},
+            "valueCodeableConcept": {"coding": [{"system": ISCN_SYSTEM, "code": self.karyotype}],
+                                     "text": self.karyotype},
+        }]
+        return observation
+
     def to_coco(self) -> dict:
         """The detections as a COCO dataset: one image per cell, one annotation per chromosome (box, RLE mask)."""
         from pycocotools import mask as mask_utils
@@ -377,6 +411,8 @@ class KaryotypePipeline:
                 cells.append(self.analyze_cell(image, name=name, study=study))
             except (ImageError, OSError) as error:
                 errors.append({"file": name, "error": str(error)})
+            except Exception as error:  # one file must not lose the specimen: record it, go on
+                errors.append({"file": name, "error": f"{name}: analysis failed ({type(error).__name__}: {error})"})
             if progress is not None:
                 progress(index + 1, len(images), name)
         return self.specimen(cells, study, errors, specimen_id)
@@ -414,6 +450,8 @@ class KaryotypePipeline:
         label = str(label).upper() if str(label).upper() in ("X", "Y") else str(label)
         if label not in CHROMOSOMES:
             raise ValueError(f"label must be one of {', '.join(CHROMOSOMES)}, got {label!r}")
+        if cell.labels[index] == label and cell.confirmed[index]:
+            raise ValueError(f"{cell.name}: chromosome {index} is already {label}")
         labels = list(cell.labels)
         before, labels[index] = labels[index], label
         record = _record("relabel", index, before, label, who)
