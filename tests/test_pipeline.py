@@ -273,3 +273,40 @@ def test_shipped_pipeline_on_a_real_validation_metaphase(real_data_root):
     specimen = pipe([example["image"]], names=[example["image_id"]])
     assert specimen.karyotype == validate_karyotype(specimen.karyotype)
     assert any("only 1 analysable metaphase" in reason for reason in specimen.refer)
+
+
+def test_specimen_score_counts_called_cells_then_the_second_best():
+    from karyohf.aberrations import specimen_score
+
+    assert specimen_score([0.9, 0.8, 0.1], threshold=0.85) == pytest.approx(1.8)
+    assert specimen_score([0.95, 0.9, 0.1], threshold=0.85) == pytest.approx(2.9)
+    assert specimen_score([], threshold=0.5) == 0.0
+
+
+def test_a_chromosome_pasted_into_a_metaphase_replaces_the_original_only():
+    from karyohf.aberrations import paste_into_metaphase
+    from karyohf.crops import extract_chromosome
+
+    image, boxes = synthetic_metaphase(4)
+    gray = np.asarray(image)
+    crop = np.asarray(extract_chromosome(gray, boxes[0])).copy()
+    rows = np.flatnonzero((crop < 200).any(1))
+    crop[rows[0] + (rows[-1] - rows[0]) // 2:] = 255  # keep the top half: a "deleted" chromosome
+    pasted = paste_into_metaphase(gray, boxes[0], Image.fromarray(crop))
+    x0, y0, x1, y1 = (int(v) for v in boxes[0])
+    dark_before, dark_after = (gray[y0:y1, x0:x1] < 150).sum(), (pasted[y0:y1, x0:x1] < 150).sum()
+    assert 0.3 * dark_before < dark_after < 0.75 * dark_before
+    outside = np.ones(gray.shape, bool)
+    outside[max(y0 - 12, 0):y1 + 12, max(x0 - 12, 0):x1 + 12] = False
+    assert np.array_equal(pasted[outside], gray[outside])
+
+
+def test_the_fhir_observation_carries_the_iscn_string():
+    image, boxes = synthetic_metaphase()
+    pipe = pipeline_with(MALE)
+    specimen = pipe.specimen([pipe.analyze_cell(image, boxes=boxes, name="c1")], "neoplasia", specimen_id="S-1")
+    observation = specimen.to_fhir()
+    assert observation["code"]["coding"][0]["code"] == "69548-6"
+    component = observation["component"][0]
+    assert component["code"]["coding"][0]["code"] == "81291-7"
+    assert component["valueCodeableConcept"]["coding"][0] == {"system": "https://iscn.karger.com", "code": "46,XY[1]"}
