@@ -135,12 +135,13 @@ def chromosome_table(cell, heads: list[str]):
     where that head did not screen it); flagged rows tinted red, low-confidence ones amber."""
     rows, tints = [], []
     for row in cell.flags():
-        flags = (["low confidence"] * row["low_confidence"] + ["de novo outlier"] * row["denovo_outlier"]
+        flags = (["not counted: an unsure extra copy (relabel to confirm)"] * (not row["counted"])
+                 + ["low confidence"] * row["low_confidence"] + ["de novo outlier"] * row["denovo_outlier"]
                  + [f"{name} called" for name in row["flagged"]])
         rows.append([row["index"], row["label"], f"{row['confidence']:.3f}", f"{row['entropy']:.3f}", ", ".join(flags)]
                     + [f"{row['aberrations'][name]:.3f}" if name in row["aberrations"] else "" for name in heads])
         tints.append("#fde2e2" if row["flagged"] or row["denovo_outlier"] else
-                     "#fff1d6" if row["low_confidence"] else "")
+                     "#fff1d6" if row["low_confidence"] or not row["counted"] else "")
     table = pd.DataFrame(rows, columns=["#", "chromosome", "confidence", "entropy", "flags"]
                          + [f"P({name})" for name in heads])
     return table.style.apply(lambda r: [f"background-color: {tints[r.name]}" if tints[r.name] else ""] * len(r),
@@ -214,7 +215,9 @@ class KaryotypeApp:
             return ("Analyse a specimen to review its metaphases.", "", None, None, None,
                     gr.update(choices=[], value=None), gr.update(value="Exclude this metaphase"))
         rows = cell.flags()
-        status = (f"**{_escape(cell.name)}** · {cell.chromosome_count} chromosomes · "
+        uncounted = len(cell.labels) - cell.chromosome_count
+        status = (f"**{_escape(cell.name)}** · {cell.chromosome_count} chromosomes"
+                  + (f" (and {uncounted} unsure objects not counted)" if uncounted else "") + " · "
                   + ("analysable" if cell.analysable else
                      "**excluded by the reviewer**" if cell.excluded else f"**not analysed**: {_escape(cell.quality)}")
                   + f" · {sum(r['low_confidence'] for r in rows)} low-confidence identities · "
@@ -236,7 +239,7 @@ class KaryotypeApp:
         """A click on the overlay picks the chromosome whose box holds the point (the smallest such box), else the
         nearest box centre."""
         cell = self._cell(review, index, required=False)
-        if cell is None or not cell.chromosome_count:
+        if cell is None or not cell.labels:
             return None
         x, y = evt.index
         inside = [(float((x1 - x0) * (y1 - y0)), i) for i, (x0, y0, x1, y1) in enumerate(cell.boxes)
@@ -252,8 +255,9 @@ class KaryotypeApp:
         cell = self._cell(review, index)
         if chromosome is None or not label:
             raise gr.Error("Pick a chromosome (click it on the image or in the table) and its new identity.")
-        if 0 <= int(chromosome) < cell.chromosome_count and cell.labels[int(chromosome)] == label:
-            raise gr.Error(f"Chromosome #{int(chromosome)} is already {label}.")
+        picked = int(chromosome)
+        if 0 <= picked < len(cell.labels) and cell.labels[picked] == label and cell.counted[picked]:
+            raise gr.Error(f"Chromosome #{picked} is already {label}.")  # relabelling an uncounted one confirms it
         return self._corrected(review, index, lambda: self.pipe.relabel(cell, int(chromosome), label,
                                                                         who=reviewer or None))
 
@@ -342,7 +346,8 @@ class KaryotypeApp:
                                    interactive=False, height=560)
                 karyogram = gr.Image(label="Karyogram (flagged chromosomes outlined in red)", type="pil",
                                      interactive=False, height=560)
-            gr.Markdown("Boxes: blue = identified with confidence, orange = low confidence, red = flagged by an "
+            gr.Markdown("Boxes: blue = identified with confidence, orange = low confidence, grey = not counted "
+                        "(an unsure extra copy), red = flagged by an "
                         "aberration head. Pick a chromosome on the image or in the table, then correct it.")
             gr.Markdown("### Correct")
             with gr.Row():

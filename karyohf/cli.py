@@ -3,8 +3,9 @@
     karyohf predict PATH... --out DIR   a specimen's metaphases (files, folders, globs) -> its karyotype and a report
     karyohf demo                        one held-out real metaphase of the shared data through the pipeline
 
-`predict` shards its inputs across processes (and GPUs) when started by accelerate:
-    accelerate launch -m karyohf.cli predict archive/ --out reports/
+`predict` shards its inputs across processes (and GPUs) when started by accelerate (or torchrun):
+    accelerate launch --multi_gpu -m karyohf.cli predict archive/ --out reports/     # one process per GPU
+    torchrun --nproc_per_node 2 -m karyohf.cli predict archive/ --out reports/     # CPU processes
 each process then analyses its share and writes its own report under DIR/shard-<k>/.
 """
 
@@ -70,9 +71,10 @@ def predict(args: argparse.Namespace) -> int:
     output = Path(args.out)
     device = None
     if args.shard:
+        import torch
         from accelerate import PartialState
 
-        state = PartialState()
+        state = PartialState(cpu=not torch.cuda.is_available())  # on CPU, only so does it see torchrun's processes
         if state.num_processes > 1:
             share = list(range(len(files)))[state.process_index::state.num_processes]
             files, names = [files[i] for i in share], [names[i] for i in share]

@@ -310,3 +310,21 @@ def test_the_fhir_observation_carries_the_iscn_string():
     component = observation["component"][0]
     assert component["code"]["coding"][0]["code"] == "81291-7"
     assert component["valueCodeableConcept"]["coding"][0] == {"system": "https://iscn.karger.com", "code": "46,XY[1]"}
+
+
+def test_predict_shards_its_inputs_across_processes(checkpoints, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    inputs = tmp_path / "archive"
+    inputs.mkdir()
+    for k in range(3):
+        synthetic_metaphase(46, seed=k)[0].save(inputs / f"m{k}.png")
+    torchrun = Path(sys.executable).with_name("torchrun")
+    subprocess.run([str(torchrun), "--nproc_per_node", "2", "-m", "karyohf.cli", "predict", str(inputs), "--out",
+                    str(tmp_path / "out"), "--checkpoints", str(checkpoints), "--quiet"], check=True, timeout=300,
+                   capture_output=True)
+    shards = {shard.name: [c["name"] for c in json.loads((shard / "report.json").read_text())["cells"]]
+              for shard in sorted((tmp_path / "out").iterdir())}
+    assert shards == {"shard-0": ["m0.png", "m2.png"], "shard-1": ["m1.png"]}
