@@ -36,7 +36,7 @@ class ImageError(ValueError):
 def load_metaphase(image, name: str | None = None) -> np.ndarray:
     """A metaphase (path, PIL image or numpy array) as a checked (H, W) uint8 array; ImageError names what is wrong.
 
-    Rejected: missing files, files over `MAX_FILE_BYTES`, anything PIL cannot decode (PDFs, text, truncated
+    Rejected: missing files (FileNotFoundError), files over `MAX_FILE_BYTES`, anything PIL cannot decode (PDFs, text, truncated
     JPEGs), images over `MAX_PIXELS` (checked from the header before decoding) or under `MIN_SIDE`, and blank ones.
     """
     source = name or (str(image) if isinstance(image, (str, os.PathLike)) else f"the {type(image).__name__} image")
@@ -63,7 +63,7 @@ def as_gray_uint8(image) -> np.ndarray:
 
 def _read(path: Path, source: str) -> Image.Image:
     if not path.is_file():
-        raise ImageError(source, "file not found")
+        raise FileNotFoundError(f"{source}: file not found")
     size = path.stat().st_size
     if size > MAX_FILE_BYTES:
         raise ImageError(source, f"file is {size / 2**20:.0f} MiB; the limit is {MAX_FILE_BYTES / 2**20:.0f} MiB")
