@@ -62,8 +62,10 @@ def quality(record: dict, low_confidence_entropy: float) -> str:
                         prediction_entropy(probabilities) > low_confidence_entropy)
 
 
-def with_current_quality(records: list[dict]) -> list[dict]:
+def read_cache(path: Path) -> list[dict]:
+    """The cached records, each with its quality under the pipeline's current rules."""
     cutoff = KaryotypePipeline.from_pretrained().low_confidence_entropy
+    records = [json.loads(line) for line in path.read_text().splitlines()]
     return [r | {"quality": quality(r, cutoff)} for r in records]
 
 
@@ -85,9 +87,9 @@ def analyse(pipe, example, split) -> dict:
     }
 
 
-def collect(cache: Path, threads: int) -> list[dict]:
-    records = [json.loads(line) for line in cache.read_text().splitlines()] if cache.is_file() else []
-    done = {r["image_id"] for r in records}
+def collect(cache: Path, threads: int) -> None:
+    """Run the pipeline on every image the cache lacks, appending a record per image."""
+    done = {json.loads(line)["image_id"] for line in cache.read_text().splitlines()} if cache.is_file() else set()
     splits = split_metaphases(load_metaphases())
     todo = [(ex, "validation") for ex in splits["validation"]]
     todo += [(ex, "train") for ex in splits["train"].filter(lambda s: s == "numerical",
@@ -98,11 +100,8 @@ def collect(cache: Path, threads: int) -> list[dict]:
         for example, split in todo:
             if example["image_id"] in done:
                 continue
-            record = analyse(pipe, example, split)
-            out.write(json.dumps(record) + "\n")
+            out.write(json.dumps(analyse(pipe, example, split)) + "\n")
             out.flush()
-            records.append(record)
-    return records
 
 
 def summarise(records: list[dict]) -> dict:
@@ -149,7 +148,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "cell_calls.json")
     args = parser.parse_args()
-    result = summarise(with_current_quality(collect(args.cache, args.threads)))
+    collect(args.cache, args.threads)
+    result = summarise(read_cache(args.cache))
     args.output.write_text(json.dumps(result, indent=2))
     print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "cells"} if isinstance(v, dict) else v
                       for k, v in result.items()}, indent=2))

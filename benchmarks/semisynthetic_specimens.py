@@ -30,7 +30,7 @@ from karyohf.crops import extract_chromosome
 from karyohf.data import load_metaphases, split_metaphases
 from karyohf.images import as_gray_uint8
 from karyohf.pipeline import KaryotypePipeline
-from cell_calls import with_current_quality
+from cell_calls import read_cache
 
 ABERRATIONS = {"del(5q)": ("5",), "t(9;22)": ("9", "22")}
 FRACTIONS = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
@@ -141,7 +141,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "semisynthetic_specimens.json")
     args = parser.parse_args()
     records = collect(args.cache, args.images, args.threads)
-    normal_cells = with_current_quality([json.loads(line) for line in args.cells_cache.read_text().splitlines()])
+    normal_cells = read_cache(args.cells_cache)
     normal_cells = [r for r in normal_cells if r["split"] == "validation" and r["status"] == "normal"]
     pipe_heads = KaryotypePipeline.from_pretrained().heads
     thresholds = {key: head.cell_thresholds[key] for head in pipe_heads for key in head.aberrations}

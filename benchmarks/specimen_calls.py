@@ -27,7 +27,7 @@ from karyohf.cytogenetics import get_aberration
 from karyohf.karyotype.cells import Abnormality, numerical_changes
 from karyohf.karyotype.specimen import aggregate, reference_sex, sex_inconsistent
 from karyohf.pipeline import KaryotypePipeline
-from cell_calls import predicted_counts, with_current_quality
+from cell_calls import predicted_counts, read_cache
 
 CELLS = 20
 
@@ -103,7 +103,7 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=2000)
     parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "specimen_calls.json")
     args = parser.parse_args()
-    records = with_current_quality([json.loads(line) for line in args.cells_cache.read_text().splitlines()])
+    records = read_cache(args.cells_cache)
     thresholds = {key: t for head in KaryotypePipeline.from_pretrained().heads for key, t in head.cell_thresholds.items()}
     result = {"cell thresholds": thresholds,
               "normal 20-cell specimens, neoplasia": normal_specimens(records, thresholds, args.draws, "neoplasia"),

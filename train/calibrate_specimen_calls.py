@@ -23,7 +23,7 @@ from karyohf.aberrations.heads import OPERATING_POINT_FILE
 from karyohf.pipeline import KaryotypePipeline, resolve_checkpoints
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from cell_calls import with_current_quality  # noqa: E402  (the cache's reader, with the pipeline's quality rules)
+from cell_calls import read_cache  # noqa: E402  (the cache's reader, with the pipeline's quality rules)
 
 CELLS = 20
 CLONE = 2
@@ -47,7 +47,7 @@ def main() -> None:
                         help="largest chance that a normal 20-cell specimen gets this aberration called")
     parser.add_argument("--checkpoints", default=None)
     args = parser.parse_args()
-    records = with_current_quality([json.loads(line) for line in args.cells_cache.read_text().splitlines()])
+    records = read_cache(args.cells_cache)
     normal = [r for r in records if r["split"] == "validation" and r["status"] == "normal" and
               r["quality"] == "analysable"]
     root = resolve_checkpoints(args.checkpoints)
