@@ -39,7 +39,7 @@ def extract_chromosome(image, box, mask=None, canvas_size: tuple[int, int] = CAN
         dark on white, at its native pixel scale (shrunk only if it does not fit the canvas).
     """
     gray = as_gray_uint8(image)
-    x0, y0, x1, y1 = _pixel_box(box, gray.shape)
+    x0, y0, x1, y1 = pixel_box(box, gray.shape)
     region = gray[y0:y1, x0:x1]
     if mask is None:
         region_mask = segment_in_box(gray, (x0, y0, x1, y1))
@@ -54,7 +54,8 @@ def extract_chromosome(image, box, mask=None, canvas_size: tuple[int, int] = CAN
     return Image.fromarray(center_on_canvas(tight, canvas_size), mode="L")
 
 
-def _pixel_box(box, shape: tuple[int, int]) -> tuple[int, int, int, int]:
+def pixel_box(box, shape: tuple[int, int]) -> tuple[int, int, int, int]:
+    """Whole pixels covering `box` (xyxy), clipped to an image of `shape`; ValueError when under 2 pixels a side."""
     try:
         xmin, ymin, xmax, ymax = (float(v) for v in box)
     except (TypeError, ValueError) as error:

@@ -29,7 +29,7 @@ from PIL import Image, ImageDraw
 from .aberrations import DeNovoIndex
 from .aberrations.dataset import NORMAL
 from .aberrations.heads import AberrationHead, specimen_score
-from .crops import extract_chromosome
+from .crops import extract_chromosome, pixel_box
 from .cytogenetics import CHROMOSOMES, get_aberration
 from .detection import ChromosomeDetector
 from .identification import ChromosomeIdentifier
@@ -381,17 +381,18 @@ class KaryotypePipeline:
         mask_boxes, masks, crops, keep = [], [], [], []
         full_masks = self.segmenter(gray, boxes) if self.segmenter is not None and len(boxes) else None
         for i, box in enumerate(boxes):
-            pixel_box = _pixel_box(box, gray.shape)
-            if pixel_box is None:
+            try:
+                box_pixels = pixel_box(box, gray.shape)
+            except ValueError:  # under 2 pixels a side once clipped: nothing to cut
                 continue
-            x0, y0, x1, y1 = pixel_box
-            mask = full_masks[i][y0:y1, x0:x1] if full_masks is not None else segment_in_box(gray, pixel_box)
+            x0, y0, x1, y1 = box_pixels
+            mask = full_masks[i][y0:y1, x0:x1] if full_masks is not None else segment_in_box(gray, box_pixels)
             if not mask.any():
                 continue
             # Cut with the box-local mask `extract_chromosome` would compute itself: the crop the models trained on.
-            crops.append(extract_chromosome(gray, pixel_box, mask=mask))
+            crops.append(extract_chromosome(gray, box_pixels, mask=mask))
             masks.append(mask)
-            mask_boxes.append(pixel_box)
+            mask_boxes.append(box_pixels)
             keep.append(i)
         boxes, scores = np.asarray(boxes, dtype=np.float32)[keep].reshape(-1, 4), np.asarray(scores)[keep]
         cell = self._identify(name, gray, boxes, scores, masks, np.asarray(mask_boxes, dtype=np.int64).reshape(-1, 4),
@@ -598,14 +599,6 @@ def _checked_boxes(boxes, shape, name: str) -> np.ndarray:
         return validate_boxes(boxes, shape).astype(np.float32)
     except ValueError as error:
         raise ValueError(f"{name}: {error}") from error
-
-
-def _pixel_box(box, shape) -> tuple[int, int, int, int] | None:
-    """Whole pixels covering `box`, clipped to the image; None when under 2 pixels a side."""
-    height, width = shape
-    x0, y0 = max(0, int(np.floor(box[0]))), max(0, int(np.floor(box[1])))
-    x1, y1 = min(width, int(np.ceil(box[2]))), min(height, int(np.ceil(box[3])))
-    return (x0, y0, x1, y1) if x1 - x0 >= 2 and y1 - y0 >= 2 else None
 
 
 def cell_quality(counted_labels: list[str], boxes: np.ndarray, low_confidence: np.ndarray) -> str:

@@ -328,11 +328,11 @@ def paste_into_metaphase(image, box, chromosome_image) -> np.ndarray:
     and laid over its centre. Semi-synthetic aberrant metaphases are made this way; pasted chromosomes are a proxy
     for real aberrant ones (no seam blending with neighbours, the same background).
     """
-    from ..crops import _pixel_box, background_level, upright_angle
+    from ..crops import background_level, pixel_box, upright_angle
     from ..segmentation import segment_in_box
 
     gray = as_gray_uint8(image).copy()
-    x0, y0, x1, y1 = _pixel_box(box, gray.shape)
+    x0, y0, x1, y1 = pixel_box(box, gray.shape)
     mask = segment_in_box(gray, (x0, y0, x1, y1))
     region = gray[y0:y1, x0:x1]
     background = background_level(region, mask)
