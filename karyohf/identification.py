@@ -95,7 +95,7 @@ class ChromosomeIdentifier:
     @classmethod
     def from_pretrained(cls, path: str, device: str | None = None, **kwargs) -> "ChromosomeIdentifier":
         model = AutoModelForImageClassification.from_pretrained(path)
-        processor = AutoImageProcessor.from_pretrained(path)
+        processor = AutoImageProcessor.from_pretrained(path, backend="pil")
         if device is not None:
             model.to(device)
         return cls(model, processor, **kwargs)

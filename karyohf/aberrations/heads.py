@@ -133,7 +133,7 @@ class AberrationHead:
             model.to(device)
         point = folder / OPERATING_POINT_FILE
         thresholds = json.loads(point.read_text())["cell_threshold"] if point.is_file() else None
-        return cls(model, AutoImageProcessor.from_pretrained(folder), folder.name, thresholds)
+        return cls(model, AutoImageProcessor.from_pretrained(folder, backend="pil"), folder.name, thresholds)
 
     def __call__(self, crops, labels) -> dict[str, np.ndarray]:
         """Per aberrant label, each chromosome's probability of being that derivative; NaN for chromosomes whose

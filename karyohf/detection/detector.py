@@ -100,7 +100,7 @@ class ChromosomeDetector:
             model, processor = load_owlv2(str(path))
         else:
             model = AutoModelForObjectDetection.from_pretrained(str(path))
-            processor = AutoImageProcessor.from_pretrained(str(path))
+            processor = AutoImageProcessor.from_pretrained(str(path), backend="pil")
         if device is not None:
             model.to(device)
         return cls(model, processor, **kwargs)
