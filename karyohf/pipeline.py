@@ -424,11 +424,17 @@ class KaryotypePipeline:
                  specimen_id: str | None = None) -> SpecimenResult:
         """Aggregate analysed cells (after any corrections) into the specimen karyotype and its referral reasons."""
         check_study(study)
+        # Each cell's own quality first: a cell set aside by an earlier aggregation is judged afresh.
+        cells = [dataclasses.replace(cell, quality=cell_quality(cell.counted_labels, cell.boxes, cell.low_confidence))
+                 for cell in cells]
         analysable = [cell for cell in cells if cell.analysable]
         sex = reference_sex([(c.sex_chromosomes.count("X"), c.sex_chromosomes.count("Y")) for c in analysable])
-        cells = [dataclasses.replace(cell, reference_sex=sex, study=study) for cell in cells]
-        cells = [dataclasses.replace(cell, quality=sex_inconsistent(cell.abnormalities, sex))
-                 if cell.analysable and sex_inconsistent(cell.abnormalities, sex) else cell for cell in cells]
+        judged = []
+        for cell in cells:
+            cell = dataclasses.replace(cell, reference_sex=sex, study=study)
+            reason = sex_inconsistent(cell.abnormalities, sex) if cell.analysable else None
+            judged.append(dataclasses.replace(cell, quality=reason) if reason else cell)
+        cells = judged
         analysable = [cell for cell in cells if cell.analysable]
         # A structural finding's score is the specimen's evidence for it (`specimen_score`), not just its cells.
         scores = {get_aberration(key).iscn: specimen_score([c.aberration_scores[key] for c in analysable], threshold)

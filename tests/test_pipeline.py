@@ -328,3 +328,20 @@ def test_predict_shards_its_inputs_across_processes(checkpoints, tmp_path):
     shards = {shard.name: [c["name"] for c in json.loads((shard / "report.json").read_text())["cells"]]
               for shard in sorted((tmp_path / "out").iterdir())}
     assert shards == {"shard-0": ["m0.png", "m2.png"], "shard-1": ["m1.png"]}
+
+
+def test_a_y_in_a_female_specimen_sets_the_cell_aside_until_corrected():
+    female = [str(n) for n in range(1, 23) for _ in range(2)] + ["X", "X"]
+    odd = list(female)
+    odd[40] = "Y"  # one of the 21s called Y
+    image, boxes = synthetic_metaphase()
+    cells = [pipeline_with(female).analyze_cell(image, boxes=boxes, name=f"f{i}") for i in range(4)]
+    pipe = pipeline_with(odd)
+    cells.append(pipe.analyze_cell(image, boxes=boxes, name="odd"))
+    specimen = pipe.specimen(cells)
+    assert specimen.reference_sex == "XX" and specimen.karyotype == "46,XX[4]"
+    assert specimen.cells[-1].quality.startswith("a Y in a female specimen")
+    again = pipe.specimen(specimen.cells)  # re-aggregating judges each cell afresh, with the same outcome
+    assert again.karyotype == specimen.karyotype and again.cells[-1].quality == specimen.cells[-1].quality
+    fixed = pipe.relabel(specimen.cells[-1], 40, "21")
+    assert pipe.specimen([*specimen.cells[:-1], fixed]).karyotype == "46,XX[5]"
