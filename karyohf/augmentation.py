@@ -1,8 +1,11 @@
 """Photometric and geometric variation of paper-format crops (the paper's §4.3 augmentation).
 
 Automatic detection and segmentation give crops that are less tidy than hand-made karyograms:
-slightly rotated, shifted, differently exposed. Training on varied crops closes that gap. Scale
-varies only a little: chromosome length is the identity cue we must not wash out.
+slightly rotated, shifted, differently exposed, sometimes blurred. Training on varied crops closes that gap.
+Scale varies only a little around the crop's own scale (or its cell's normalised scale, `cell_scale`): relative
+length is the identity cue we must not wash out. With `wide_scale_probability`, some crops are drawn at any scale a
+lone crop from another microscope may have (`WIDE_SCALE` of the normalised size), so that a crop identified without
+its cell degrades gracefully instead of collapsing.
 """
 
 from __future__ import annotations
@@ -10,20 +13,34 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
+from .crops import rescale_chromosome
 
-def augment_crop(crop: Image.Image, rng: np.random.Generator, scale_jitter: float = 0.08) -> Image.Image:
-    """A randomly varied copy of a white-background "L" crop, same size."""
+# Scales (of the cell-normalised size) a lone crop may come at: our karyogram crops are ~0.78 of it and our
+# metaphases ~1.07; a lab imaging at 0.77x or 1.9x our magnification puts its crops at ~0.6 to ~2.0.
+WIDE_SCALE = (0.6, 2.0)
+# Focus varies between microscopes and slides: a Gaussian blur of up to BLUR_SIGMA pixels on this share of crops.
+BLUR_PROBABILITY, BLUR_SIGMA = 0.3, (0.3, 2.0)
+
+
+def augment_crop(crop: Image.Image, rng: np.random.Generator, scale_jitter: float = 0.08, cell_scale: float = 1.0,
+                 wide_scale_probability: float = 0.0) -> Image.Image:
+    """A randomly varied copy of a white-background "L" crop, same size, its chromosome resized by `cell_scale`
+    (the factor `karyohf.crops.cell_scale` gives its cell) times a small jitter, or a wide one."""
     width, height = crop.size
     image = crop
     if rng.random() < 0.5:  # metaphase crops come either way up: p arm up or down
         image = image.rotate(180)
     if rng.random() < 0.5:
         image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    if rng.random() < wide_scale_probability:
+        scale = cell_scale * float(np.exp(rng.uniform(*np.log(WIDE_SCALE))))
+    else:
+        scale = cell_scale * float(np.exp(rng.uniform(-scale_jitter, scale_jitter)))
+    image = rescale_chromosome(image, scale, (height, width))
     angle = rng.uniform(-10, 10)
-    scale = float(np.exp(rng.uniform(-scale_jitter, scale_jitter)))
     shift = rng.uniform(-4, 4, size=2)
     # Inverse affine map about the centre (PIL's transform takes output -> input coordinates).
-    cos, sin = np.cos(np.radians(angle)) / scale, np.sin(np.radians(angle)) / scale
+    cos, sin = np.cos(np.radians(angle)), np.sin(np.radians(angle))
     cx, cy = width / 2, height / 2
     matrix = (cos, sin, cx - cos * (cx + shift[0]) - sin * (cy + shift[1]),
               -sin, cos, cy + sin * (cx + shift[0]) - cos * (cy + shift[1]))
@@ -34,6 +51,6 @@ def augment_crop(crop: Image.Image, rng: np.random.Generator, scale_jitter: floa
     ink_curve = [255 - min(255.0, 255.0 * (((255 - v) / 255.0) ** gamma) * gain) for v in range(256)]
     image = image.point([int(round(v)) for v in ink_curve])
     image = ImageEnhance.Sharpness(image).enhance(rng.uniform(0.5, 1.8))
-    if rng.random() < 0.2:
-        image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.0)))
+    if rng.random() < BLUR_PROBABILITY:
+        image = image.filter(ImageFilter.GaussianBlur(rng.uniform(*BLUR_SIGMA)))
     return image

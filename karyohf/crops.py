@@ -4,6 +4,11 @@ The paper's format is an upright chromosome centred on a white 199x99 canvas at 
 Training (from the real metaphases' boxes and the karyogram crops) and the pipeline (from detected
 boxes and masks) both go through `extract_chromosome`, so the model always sees the same kind of
 image. Scale is never normalised per chromosome: length is the strongest identity cue.
+
+It is normalised per cell for an identity model trained so (`ChromosomeIdentifier.identify_cell`): every chromosome
+of a cell is rescaled by one factor (`cell_scale`, `rescale_chromosome`) so that the cell's median chromosome is
+`REFERENCE_LENGTH` pixels long. Relative length is what a
+cytogeneticist reads; absolute length in pixels only reflects the microscope's magnification.
 """
 
 from __future__ import annotations
@@ -19,6 +24,12 @@ from .models.topvit.image_processing_topvit import center_on_canvas
 from .segmentation import segment_in_box
 
 CANVAS_SIZE = (199, 99)  # rows, cols: the paper's crop format
+# Length (pixels) a cell's median chromosome is rescaled to: between the medians of our two collections (~62 px in
+# the karyogram crops, ~86 px in the metaphases), so neither loses much banding detail, and a chromosome 1 (about
+# 1.9x the median) still fits the canvas.
+REFERENCE_LENGTH = 80.0
+# Grey levels below this are the chromosome on a whitened crop (its background is exactly 255).
+INK_LEVEL = 250
 
 
 def extract_chromosome(image, box, mask=None, canvas_size: tuple[int, int] = CANVAS_SIZE) -> Image.Image:
@@ -38,6 +49,11 @@ def extract_chromosome(image, box, mask=None, canvas_size: tuple[int, int] = CAN
         An 8-bit grayscale ("L") PIL image of `canvas_size`: the chromosome, long axis vertical,
         dark on white, at its native pixel scale (shrunk only if it does not fit the canvas).
     """
+    return Image.fromarray(center_on_canvas(isolate_chromosome(image, box, mask), canvas_size), mode="L")
+
+
+def isolate_chromosome(image, box, mask=None) -> np.ndarray:
+    """`extract_chromosome` before the canvas: the upright chromosome on white, cropped tight, never shrunk (uint8)."""
     gray = as_gray_uint8(image)
     x0, y0, x1, y1 = pixel_box(box, gray.shape)
     region = gray[y0:y1, x0:x1]
@@ -50,8 +66,41 @@ def extract_chromosome(image, box, mask=None, canvas_size: tuple[int, int] = CAN
     isolated = _whiten_background(region, region_mask)
     upright, upright_mask = _rotate_upright(isolated, region_mask)
     rows, cols = np.nonzero(upright_mask)
-    tight = upright[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
-    return Image.fromarray(center_on_canvas(tight, canvas_size), mode="L")
+    return upright[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+
+
+def _ink_region(crop) -> np.ndarray:
+    """The chromosome's bounding region of a whitened crop (a canvas or a tight crop); all of it when blank."""
+    gray = as_gray_uint8(crop)
+    rows, cols = np.nonzero(gray < INK_LEVEL)
+    if rows.size == 0:
+        return gray
+    return gray[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+
+
+def chromosome_length(crop) -> int:
+    """Pixels along an upright chromosome (its rows) on a whitened crop."""
+    return int(_ink_region(crop).shape[0])
+
+
+def cell_scale(crops, reference_length: float = REFERENCE_LENGTH) -> float:
+    """The factor that brings the median chromosome length of one cell's crops to `reference_length` (1.0 for none)."""
+    lengths = [chromosome_length(crop) for crop in crops]
+    return reference_length / float(np.median(lengths)) if lengths else 1.0
+
+
+def rescale_chromosome(crop, factor: float, canvas_size: tuple[int, int] = CANVAS_SIZE) -> Image.Image:
+    """The chromosome of a whitened crop resized by `factor` and centred on a white canvas (shrunk only to fit)."""
+    if not (math.isfinite(factor) and factor > 0):
+        raise ValueError(f"scale factor must be a positive number, got {factor!r}")
+    if factor == 1.0:  # exactly `extract_chromosome`'s canvas
+        return Image.fromarray(center_on_canvas(as_gray_uint8(crop), canvas_size), mode="L")
+    region = _ink_region(crop)
+    rows, cols = region.shape
+    size = (max(1, round(cols * factor)), max(1, round(rows * factor)))
+    if size != (cols, rows):
+        region = np.asarray(Image.fromarray(region).resize(size, Image.Resampling.BILINEAR))
+    return Image.fromarray(center_on_canvas(region, canvas_size), mode="L")
 
 
 def pixel_box(box, shape: tuple[int, int]) -> tuple[int, int, int, int]:
@@ -126,27 +175,39 @@ def _rotate_upright(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np
 
 
 def metaphase_crops(metaphases) -> Iterator[dict]:
-    """One paper-format crop per annotated box of each metaphase (a `karyohf.data.load_metaphases` dataset)."""
+    """One paper-format crop per annotated box of each metaphase (a `karyohf.data.load_metaphases` dataset), with
+    its cell's `cell_scale`, computed on the tight crops as the pipeline computes it."""
     for example in metaphases:
         image = example["image"]
-        for box, chromosome in zip(example["boxes"], example["chromosomes"]):
+        tight = [isolate_chromosome(image, box) for box in example["boxes"]]
+        scale = cell_scale(tight)
+        for crop, chromosome in zip(tight, example["chromosomes"]):
             yield {
-                "image": extract_chromosome(image, box),
+                "image": Image.fromarray(center_on_canvas(crop, CANVAS_SIZE), mode="L"),
                 "chromosome": chromosome,
                 "cell_id": example["image_id"],
                 "group_id": example["specimen_id"],
                 "source": "metaphase",
+                "cell_scale": scale,
             }
 
 
 def karyogram_crops(crops) -> Iterator[dict]:
-    """The karyogram crops (a `karyohf.data.load_karyogram_crops` dataset) through the same normalisation."""
-    for example in crops:
-        image = example["image"]
-        yield {
-            "image": extract_chromosome(image, (0, 0, image.width, image.height)),
-            "chromosome": example["chromosome"],
-            "cell_id": example["cell_id"],
-            "group_id": example["case_id"],
-            "source": "karyogram",
-        }
+    """The karyogram crops (a `karyohf.data.load_karyogram_crops` dataset) through the same normalisation, one cell
+    at a time (in order of each cell's first crop) so that every crop carries its cell's `cell_scale`."""
+    members: dict[str, list[int]] = {}
+    for index, cell in enumerate(crops["cell_id"]):
+        members.setdefault(cell, []).append(index)
+    for cell, indices in members.items():
+        examples = [crops[i] for i in indices]
+        tight = [isolate_chromosome(e["image"], (0, 0, e["image"].width, e["image"].height)) for e in examples]
+        scale = cell_scale(tight)
+        for example, crop in zip(examples, tight):
+            yield {
+                "image": Image.fromarray(center_on_canvas(crop, CANVAS_SIZE), mode="L"),
+                "chromosome": example["chromosome"],
+                "cell_id": example["cell_id"],
+                "group_id": example["case_id"],
+                "source": "karyogram",
+                "cell_scale": scale,
+            }

@@ -150,6 +150,7 @@ def crop_features() -> datasets.Features:
             "cell_id": datasets.Value("string"),
             "group_id": datasets.Value("string"),
             "source": datasets.Value("string"),
+            "cell_scale": datasets.Value("float32"),  # `karyohf.crops.cell_scale` of the crop's cell
         }
     )
 
@@ -169,6 +170,10 @@ def _crops_of_jobs(jobs: list[tuple[str, str, str, list[int]]], crop_code: str):
             yield from karyogram_crops(split_karyogram_crops(load_karyogram_crops(root))[split].select(indices))
 
 
+def _shard_of(cell: str, shards: int) -> int:
+    return int.from_bytes(hashlib.sha256(str(cell).encode()).digest()[:4], "big") % shards
+
+
 def chromosome_crops(
     split: str, root: str | os.PathLike | None = None, num_proc: int = 2, shards: int = 16
 ) -> datasets.Dataset:
@@ -184,11 +189,11 @@ def chromosome_crops(
     if split not in ("train", "validation"):
         raise ValueError(f"split must be 'train' or 'validation', got {split!r}")
     root = str(data_root(root))
-    sizes = {
-        "metaphase": len(split_metaphases(load_metaphases(root))[split]),
-        "karyogram": len(split_karyogram_crops(load_karyogram_crops(root))[split]),
-    }
-    jobs = [(root, split, source, list(range(size))[k::shards]) for source, size in sizes.items() for k in range(shards)]
+    # Whole cells per job, so each crop's cell scale is computed over its whole cell.
+    cells = {"metaphase": split_metaphases(load_metaphases(root))[split]["image_id"],
+             "karyogram": split_karyogram_crops(load_karyogram_crops(root))[split]["cell_id"]}
+    jobs = [(root, split, source, [i for i, cell in enumerate(cells[source]) if _shard_of(cell, shards) == k])
+            for source in cells for k in range(shards)]
     return datasets.Dataset.from_generator(
         _crops_of_jobs,
         features=crop_features(),

@@ -4,6 +4,10 @@ A thin wrapper over any `AutoModelForImageClassification` checkpoint of the TopV
 its `ChromosomeImageProcessor`, batched, used by evaluation and by the pipeline alike; and the cell
 context a crop-only model ignores: a cell holds two copies of each autosome, so one cell's crops are
 labelled jointly (`assign_within_cell`), as a cytogeneticist arranging a karyogram would.
+
+`identify_cell` takes one cell's chromosomes; a model trained on cell-normalised crops (its processor's
+`cell_reference_length`) then sees them rescaled together to that median length, so another microscope's
+magnification does not change what it reads. Calling the identifier on crops identifies each at its native scale.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
+from .crops import REFERENCE_LENGTH, cell_scale, isolate_chromosome, rescale_chromosome
+from .images import as_gray_uint8
 from .metrics import prediction_entropy
 
 # The sex-chromosome copies a normal cell holds without penalty: female XX or male XY (autosomes: 2). A cell is
@@ -47,6 +53,25 @@ class Identification:
     def within_cell(self, extra_copy_cost: float = EXTRA_COPY_COST) -> np.ndarray:
         """Class indices when these crops are one cell's chromosomes (see `assign_within_cell`)."""
         return assign_within_cell(self.probabilities, self.label_names, extra_copy_cost)
+
+
+@dataclass
+class CellIdentification(Identification):
+    """One cell's chromosomes identified together: `labels` are jointly assigned (`assign_within_cell`),
+    `crop_labels` each chromosome's own most probable class; `crops` are the images the model read and `scale` the
+    factor they were rescaled by (1.0 for a model of native-scale crops)."""
+
+    assigned: np.ndarray = None
+    crops: list = None
+    scale: float = 1.0
+
+    @property
+    def predictions(self) -> np.ndarray:
+        return self.assigned
+
+    @property
+    def crop_labels(self) -> list[str]:
+        return [self.label_names[i] for i in self.probabilities.argmax(-1)]
 
 
 def assign_within_cell(probabilities, label_names, extra_copy_cost: float = EXTRA_COPY_COST) -> np.ndarray:
@@ -99,6 +124,41 @@ class ChromosomeIdentifier:
         if device is not None:
             model.to(device)
         return cls(model, processor, **kwargs)
+
+    @property
+    def cell_reference_length(self) -> float | None:
+        """The median chromosome length the model's cells were normalised to in training (None: native scale)."""
+        return getattr(self.processor, "cell_reference_length", None)
+
+    def model_inputs(self, crops, cell_scales) -> list:
+        """Dataset crops (`karyohf.data.chromosome_crops`, `karyohf.crops.metaphase_crops` ...) as this model reads
+        them: rescaled by their cells' `cell_scale` when it was trained on cell-normalised crops, else as they are."""
+        reference = self.cell_reference_length
+        if reference is None:
+            return list(crops)
+        return [rescale_chromosome(crop, float(scale) * reference / REFERENCE_LENGTH)
+                for crop, scale in zip(crops, cell_scales, strict=True)]
+
+    def identify_cell(self, chromosomes, isolated: bool = False) -> CellIdentification:
+        """One cell's chromosomes -> their identities, jointly assigned.
+
+        Args:
+            chromosomes: the cell's isolated chromosome images (dark on a light background, any magnification,
+                either way up; PIL or arrays), e.g. a karyogram's chromosomes. With `isolated=True` they are
+                already tight, upright and whitened (`karyohf.crops.isolate_chromosome`, as the pipeline cuts them).
+        """
+        chromosomes = list(chromosomes)
+        if not chromosomes:
+            raise ValueError("no chromosomes to identify")
+        if not isolated:
+            grays = [as_gray_uint8(image) for image in chromosomes]
+            chromosomes = [isolate_chromosome(gray, (0, 0, gray.shape[1], gray.shape[0])) for gray in grays]
+        reference = self.cell_reference_length
+        scale = cell_scale(chromosomes, reference) if reference else 1.0
+        crops = [rescale_chromosome(crop, scale) for crop in chromosomes]
+        found = self(crops)
+        return CellIdentification(found.probabilities, found.embeddings, found.label_names,
+                                  assigned=found.within_cell(), crops=crops, scale=scale)
 
     @torch.inference_mode()
     def __call__(self, crops) -> Identification:

@@ -29,11 +29,12 @@ from PIL import Image, ImageDraw
 from .aberrations import DeNovoIndex
 from .aberrations.dataset import NORMAL
 from .aberrations.heads import AberrationHead, specimen_score
-from .crops import extract_chromosome, pixel_box
+from .crops import CANVAS_SIZE, isolate_chromosome, pixel_box
 from .cytogenetics import CHROMOSOMES, get_aberration
 from .detection import ChromosomeDetector
 from .identification import ChromosomeIdentifier
 from .images import ImageError, load_metaphase
+from .models.topvit.image_processing_topvit import center_on_canvas
 from .karyogram import render_karyogram
 from .karyotype import ISCNError, validate_karyotype
 from .karyotype.cells import Abnormality, check_study, format_line, numerical_changes
@@ -378,7 +379,7 @@ class KaryotypePipeline:
         else:
             found = self.detector(gray)
             boxes, scores = found.boxes, found.scores
-        mask_boxes, masks, crops, keep = [], [], [], []
+        mask_boxes, masks, isolated, keep = [], [], [], []
         full_masks = self.segmenter(gray, boxes) if self.segmenter is not None and len(boxes) else None
         for i, box in enumerate(boxes):
             try:
@@ -390,13 +391,13 @@ class KaryotypePipeline:
             if not mask.any():
                 continue
             # Cut with the box-local mask `extract_chromosome` would compute itself: the crop the models trained on.
-            crops.append(extract_chromosome(gray, box_pixels, mask=mask))
+            isolated.append(isolate_chromosome(gray, box_pixels, mask=mask))
             masks.append(mask)
             mask_boxes.append(box_pixels)
             keep.append(i)
         boxes, scores = np.asarray(boxes, dtype=np.float32)[keep].reshape(-1, 4), np.asarray(scores)[keep]
         cell = self._identify(name, gray, boxes, scores, masks, np.asarray(mask_boxes, dtype=np.int64).reshape(-1, 4),
-                              crops, study)
+                              isolated, study)
         return cell
 
     def __call__(self, images, study: str = "neoplasia", progress=None, specimen_id: str | None = None,
@@ -482,11 +483,14 @@ class KaryotypePipeline:
 
     # -- internals --
 
-    def _identify(self, name, gray, boxes, scores, masks, mask_boxes, crops, study) -> CellResult:
+    def _identify(self, name, gray, boxes, scores, masks, mask_boxes, isolated, study) -> CellResult:
         empty = np.zeros((0, len(CHROMOSOMES)), dtype=np.float32)
+        # The paper's native-scale crops: what the heads read and the karyogram shows.
+        crops = [Image.fromarray(center_on_canvas(chromosome, CANVAS_SIZE), mode="L") for chromosome in isolated]
         if crops:
-            identification = self.identifier(crops)
-            labels = [identification.label_names[i] for i in identification.within_cell()]
+            # The identity model reads the cell rescaled to its reference length, if it was trained so.
+            identification = self.identifier.identify_cell(isolated, isolated=True)
+            labels = identification.labels
             probabilities, entropy = identification.probabilities, identification.entropy
             embeddings = identification.embeddings
         else:

@@ -55,6 +55,7 @@ def rods_dataset(count: int = 16, seed: int = 0) -> datasets.Dataset:
         rows["cell_id"].append(f"cell{k // 2}")
         rows["case_id"].append(f"case{k // 4}")
         rows["partner_cell_id"].append("")
+        rows["cell_scale"].append(1.0)
     return datasets.Dataset.from_dict(rows, features=dataset_features(LABELS))
 
 

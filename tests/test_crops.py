@@ -59,3 +59,36 @@ def test_bad_boxes_are_named(box, message):
 def test_mask_of_the_wrong_shape_is_named():
     with pytest.raises(ValueError, match="mask shape"):
         extract_chromosome(np.full((100, 100), 200, np.uint8), (10, 10, 50, 50), mask=np.ones((7, 7), bool))
+
+
+def test_a_cell_normalises_to_the_same_lengths_at_any_magnification():
+    """Per-cell scale: the same cell imaged at 0.5x, 1x or 2x gives the same relative lengths and the same median
+    (REFERENCE_LENGTH), so the identity model cannot read the microscope instead of the chromosomes."""
+    from karyohf.crops import REFERENCE_LENGTH, cell_scale, chromosome_length, isolate_chromosome, rescale_chromosome
+
+    lengths = [150, 120, 90, 80, 70, 50, 30]
+
+    def normalised(magnification):
+        rods = [banded_rod(length=round(length * magnification), width=max(4, round(12 * magnification)))
+                for length in lengths]
+        tight = [isolate_chromosome(rod, (0, 0, rod.width, rod.height)) for rod in rods]
+        factor = cell_scale(tight)
+        return [chromosome_length(rescale_chromosome(crop, factor)) for crop in tight]
+
+    reference = normalised(1.0)
+    assert np.median(reference) == pytest.approx(REFERENCE_LENGTH, abs=1)
+    for magnification in (0.5, 2.0):
+        assert np.abs(np.asarray(normalised(magnification)) - reference).max() <= 3, magnification
+    assert reference[0] > 1.8 * reference[3]  # relative length kept: the longest still twice the median
+
+
+def test_rescaling_keeps_a_chromosome_longer_than_the_canvas_whole():
+    from karyohf.crops import chromosome_length, isolate_chromosome, rescale_chromosome
+
+    rod = banded_rod(length=300)  # a chromosome 1 at a high magnification: longer than the 199-row canvas
+    tight = isolate_chromosome(rod, (0, 0, rod.width, rod.height))
+    assert chromosome_length(tight) == 300
+    assert chromosome_length(rescale_chromosome(tight, 0.5)) == 150  # measured before any canvas shrank it
+    assert rescale_chromosome(tight, 1.0).size == (CANVAS_SIZE[1], CANVAS_SIZE[0])
+    with pytest.raises(ValueError, match="positive"):
+        rescale_chromosome(tight, 0.0)

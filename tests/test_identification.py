@@ -140,3 +140,34 @@ def test_step_time_counts_the_workers_even_on_a_dataset_of_few_batches():
                                                       num_hidden_layers=1, num_attention_heads=2, intermediate_size=16))
     for workers in (0, 2):
         assert 0 < seconds_per_step(model, CropCollator(processor, augment=True, seed=0), examples, 4, workers) < 30
+
+
+def test_identify_cell_reads_a_cell_the_same_at_any_magnification():
+    """A model of cell-normalised crops (its processor's `cell_reference_length`) sees one cell imaged at 1x and at
+    2x as the same crops; a model of native-scale crops sees them as they are."""
+    from karyohf.crops import REFERENCE_LENGTH
+    from karyohf.identification import CellIdentification
+
+    config = TopViTConfig(image_size=(64, 32), patch_size=8, hidden_size=32, num_hidden_layers=1,
+                          num_attention_heads=2, intermediate_size=32)
+    torch.manual_seed(0)
+    model = TopViTForImageClassification(config)
+    lengths = [140, 120, 90, 80, 75, 50, 30]
+
+    def cell(magnification):
+        return [banded_rod(length=round(length * magnification), width=round(12 * magnification)) for length in lengths]
+
+    normalised = ChromosomeIdentifier(model, ChromosomeImageProcessor(size={"height": 64, "width": 32},
+                                                                      cell_reference_length=REFERENCE_LENGTH))
+    def read_apart(first, second):  # mean grey-level difference of the crops the model read
+        return np.mean([np.abs(np.asarray(a, float) - np.asarray(b, float)).mean() for a, b in zip(first.crops, second.crops)])
+
+    at_one, at_two = normalised.identify_cell(cell(1.0)), normalised.identify_cell(cell(2.0))
+    assert isinstance(at_one, CellIdentification) and len(at_one.labels) == len(lengths)
+    assert at_two.scale == pytest.approx(at_one.scale / 2, rel=0.05)
+    assert at_one.labels == [at_one.label_names[i] for i in assign_within_cell(at_one.probabilities, at_one.label_names)]
+
+    native = ChromosomeIdentifier(model, ChromosomeImageProcessor(size={"height": 64, "width": 32}))
+    native_one, native_two = native.identify_cell(cell(1.0)), native.identify_cell(cell(2.0))
+    assert native.cell_reference_length is None and native_one.scale == 1.0
+    assert read_apart(at_one, at_two) < 0.2 * read_apart(native_one, native_two)

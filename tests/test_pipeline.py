@@ -11,7 +11,7 @@ from PIL import Image
 from karyohf.aberrations.heads import OPERATING_POINT_FILE, AberrationHead
 from karyohf.cli import main
 from karyohf.cytogenetics import CHROMOSOMES
-from karyohf.identification import Identification
+from karyohf.identification import ChromosomeIdentifier, Identification
 from karyohf.images import ImageError, load_metaphase
 from karyohf.karyotype import validate_karyotype
 from karyohf.models.centernet import CenterNetConfig, CenterNetForObjectDetection, MetaphaseImageProcessor
@@ -49,8 +49,10 @@ def checkpoints(tmp_path_factory):
     return root
 
 
-class FixedIdentifier:
-    """Identity as a test dictates: the i-th crop is confidently `labels[i]`."""
+class FixedIdentifier(ChromosomeIdentifier):
+    """Identity as a test dictates: the i-th crop is confidently `labels[i]` (a model of native-scale crops)."""
+
+    cell_reference_length = None
 
     def __init__(self, labels, unsure=()):
         self.labels, self.unsure = list(labels), set(unsure)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import AutoModelForImageClassification
 
-from karyohf.crops import extract_chromosome
+from karyohf.crops import cell_scale, extract_chromosome
 from karyohf.data import crop_features
 from tests.synthetic import banded_rod
 
@@ -21,10 +21,14 @@ def synthetic_crops(cells: int) -> datasets.Dataset:
     rows = []
     for cell in range(cells):
         source = "metaphase" if cell % 2 == 0 else "karyogram"
-        for chromosome, length in (("1", 90), ("1", 86), ("21", 30), ("21", 28)):
-            rod = banded_rod(length=length)
-            rows.append({"image": extract_chromosome(rod, (0, 0, rod.width, rod.height)), "chromosome": chromosome,
-                         "cell_id": f"{source}-{cell}", "group_id": str(cell), "source": source})
+        magnification = 1.0 if source == "metaphase" else 0.7  # the two collections image at different scales
+        crops = [(chromosome, extract_chromosome(rod, (0, 0, rod.width, rod.height))) for chromosome, rod in
+                 (("1", banded_rod(length=round(90 * magnification))), ("1", banded_rod(length=round(86 * magnification))),
+                  ("21", banded_rod(length=round(30 * magnification))), ("21", banded_rod(length=round(28 * magnification))))]
+        scale = cell_scale([image for _, image in crops])
+        for chromosome, image in crops:
+            rows.append({"image": image, "chromosome": chromosome, "cell_id": f"{source}-{cell}", "group_id": str(cell),
+                         "source": source, "cell_scale": scale})
     return datasets.Dataset.from_list(rows, features=crop_features())
 
 

@@ -49,14 +49,19 @@ def parse_args() -> argparse.Namespace:
 
 
 def capped_by_class(crops, per_class: int) -> tuple[list, list]:
-    """Images and classes of an iterable of crop dicts, at most `per_class` of each class."""
-    images, classes, counts = [], [], defaultdict(int)
+    """Crop dicts and classes of an iterable of crop dicts, at most `per_class` of each class."""
+    kept, classes, counts = [], [], defaultdict(int)
     for crop in crops:
         if counts[crop["chromosome"]] < per_class:
             counts[crop["chromosome"]] += 1
-            images.append(crop["image"])
+            kept.append(crop)
             classes.append(crop["chromosome"])
-    return images, classes
+    return kept, classes
+
+
+def model_inputs(identifier, crops: list[dict]) -> list:
+    """Crop dicts as the identity model reads them (rescaled per cell if it was trained so)."""
+    return identifier.model_inputs([c["image"] for c in crops], [c["cell_scale"] for c in crops])
 
 
 def build_index(identifier, args) -> DeNovoIndex:
@@ -64,10 +69,10 @@ def build_index(identifier, args) -> DeNovoIndex:
     metaphases = split_metaphases(load_metaphases())["train"]
     normal = metaphases.filter(lambda status: status == "normal", input_columns="karyotype_status")
     normal = normal.shuffle(seed=args.seed).select(range(min(args.index_metaphases, len(normal))))
-    images, classes = capped_by_class(islice(karyogram_crops(karyograms), 30 * args.per_class), args.per_class)
-    more_images, more_classes = capped_by_class(metaphase_crops(normal), args.per_class)
-    embeddings = identifier(images + more_images).embeddings
-    print(f"index: {len(images)} karyogram and {len(more_images)} metaphase chromosomes")
+    crops, classes = capped_by_class(islice(karyogram_crops(karyograms), 30 * args.per_class), args.per_class)
+    more_crops, more_classes = capped_by_class(metaphase_crops(normal), args.per_class)
+    embeddings = identifier(model_inputs(identifier, crops + more_crops)).embeddings
+    print(f"index: {len(crops)} karyogram and {len(more_crops)} metaphase chromosomes")
     return DeNovoIndex(embeddings, np.array(classes + more_classes), list(CHROMOSOMES), args.neighbours)
 
 
@@ -78,7 +83,7 @@ def score_aberrations(identifier, index: DeNovoIndex, data_dir: Path):
         for target in aberration.chromosomes:
             name = label_names(key, target)[1]
             dataset = load_aberration_dataset(target, key, "validation", data_dir)
-            found = identifier(dataset["image"])
+            found = identifier(identifier.model_inputs(dataset["image"], dataset["cell_scale"]))
             scores = index.score(found.embeddings, found.predictions)
             is_aberrant = np.asarray(dataset["label"]) == 1
             results[name] = {"chromosome": target, "normal": int((~is_aberrant).sum()),
@@ -103,7 +108,7 @@ def real_structural_check(identifier, index: DeNovoIndex, args) -> dict:
 
     def scored(metaphases, keep):
         crops = [c for m in metaphases for c in metaphase_crops(m) if keep(c)]
-        found = identifier([c["image"] for c in crops])
+        found = identifier(model_inputs(identifier, crops))
         return np.array([c["chromosome"] for c in crops]), index.score(found.embeddings, found.predictions)
 
     abnormal_classes, abnormal_scores = scored(structural, lambda c: c["chromosome"] in pairs_of[c["cell_id"]])

@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--num-proc", type=int, default=2)
     args = parser.parse_args(argv)
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    crops = chromosome_crops("train").select_columns(["image", "chromosome"])  # what training reads; less to carry
+    crops = chromosome_crops("train").select_columns(["image", "chromosome", "cell_scale"])  # what training reads; less to carry
     pack(crops, args.crop_quality, args.output_dir / "chromid-train", args.num_proc)
     metaphases = split_metaphases(load_metaphases())["train"]
     shrunk = metaphases.map(shrink_metaphase, desc="shrinking training metaphases").select_columns(["image", "boxes"])

@@ -35,6 +35,7 @@ from transformers import (
 
 import karyohf  # noqa: F401  (registers the Auto classes)
 from karyohf.cards import write_model_card
+from karyohf.crops import REFERENCE_LENGTH
 from karyohf.cytogenetics import CHROMOSOMES
 from karyohf.data import chromosome_crops
 from karyohf.identification import EXTRA_COPY_COST, ChromosomeIdentifier, assign_within_cell
@@ -88,6 +89,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers (augmentation runs in them)")
+    parser.add_argument("--native-scale", action="store_true",
+                        help="train on crops at their native scale, as before; default: each cell's crops rescaled "
+                             "together to the reference median length (karyohf.crops.REFERENCE_LENGTH)")
+    parser.add_argument("--wide-scale-probability", type=float, default=0.25,
+                        help="share of training crops drawn at any scale a lone crop may have (augmentation.WIDE_SCALE)")
     parser.add_argument("--train-crops", type=Path, default=None,
                         help="train on these packed crops (train/pack_training_data.py); skips evaluation, which "
                              "needs the raw data")
@@ -98,9 +104,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def build_model(args):
-    """The TopViT variant asked for, or a small transformers ResNet (the paper's CNN baseline), and the processor."""
+    """The TopViT variant asked for, or a small transformers ResNet (the paper's CNN baseline), and the processor,
+    which records whether the model reads cell-normalised crops."""
+    model, processor = _model_and_processor(args)
+    if not args.evaluate_only:  # an evaluated checkpoint keeps what it was trained on
+        processor.cell_reference_length = None if args.native_scale else REFERENCE_LENGTH
+    return model, processor
+
+
+def _model_and_processor(args):
     if args.init:
-        return AutoModelForImageClassification.from_pretrained(args.init), AutoImageProcessor.from_pretrained(args.init)
+        return (AutoModelForImageClassification.from_pretrained(args.init),
+                AutoImageProcessor.from_pretrained(args.init, backend="pil"))
     labels = dict(enumerate(CHROMOSOMES))
     if args.variant == "resnet":
         config = ResNetConfig(
@@ -128,8 +143,16 @@ def build_model(args):
 
 
 def evaluate(identifier: ChromosomeIdentifier, dataset, output_dir: Path) -> dict:
-    """Top-1 per source, entropy filter, confusion matrix; writes the figures next to metrics.json."""
-    result = identifier(dataset["image"])
+    """Top-1 per source, entropy filter, confusion matrix, per-class accuracy with cell context; writes the figures
+    next to metrics.json. A model of cell-normalised crops is scored on them, and on the native-scale crops too (a
+    crop identified without its cell)."""
+    native = dataset["image"]
+    normalised = identifier.cell_reference_length is not None
+    if normalised:
+        result = identifier(identifier.model_inputs(native, dataset["cell_scale"]))
+        alone = identifier(native)
+    else:
+        result = alone = identifier(native)
     labels = np.asarray(dataset["chromosome"])
     sources = np.asarray(dataset["source"])
     cells = np.asarray(dataset["cell_id"])
@@ -151,6 +174,10 @@ def evaluate(identifier: ChromosomeIdentifier, dataset, output_dir: Path) -> dic
             "top1_within_cell": float((within_cell[chosen] == truth).mean()),
             "top1_most_confident_90pct": accuracy_at_retention(curve, 0.9),
             "top1_most_confident_95pct": accuracy_at_retention(curve, 0.95),
+            "top1_native_scale_alone": float((alone.probabilities[chosen].argmax(-1) == truth).mean()),
+            "cell_normalised": normalised,
+            "per_class_within_cell": {name: float((within_cell[chosen][truth == k] == k).mean())
+                                      for k, name in enumerate(result.label_names) if (truth == k).any()},
         }
         plot_confusion(confusion_matrix(truth, probabilities.argmax(-1)), output_dir / f"confusion_{source}.png",
                        f"validation {source} crops: top-1 {metrics[source]['top1']:.3f}")
@@ -256,7 +283,8 @@ def train(args):
         train_crops = train_crops.select(range(min(args.train_limit, len(train_crops))))
     model, processor = build_model(args)
     variant = getattr(model.config, "attention_type", args.variant)
-    train_collator = CropCollator(processor, augment=True, seed=args.seed)
+    train_collator = CropCollator(processor, augment=True, seed=args.seed, normalise_cells=not args.native_scale,
+                                  wide_scale_probability=args.wide_scale_probability)
     steps = args.max_steps or max(50, int(args.minutes * 60 / seconds_per_step(model, train_collator, train_crops, args.batch_size, args.workers)))
     print(f"{model.num_parameters():,} parameters; {len(train_crops):,} training crops; {steps} steps")
 

@@ -102,6 +102,7 @@ def dataset_features(names: list[str]) -> datasets.Features:
             "cell_id": datasets.Value("string"),
             "case_id": datasets.Value("string"),
             "partner_cell_id": datasets.Value("string"),  # translocations: the cell the partner came from
+            "cell_scale": datasets.Value("float32"),  # the target's cell's `karyohf.crops.cell_scale`
         }
     )
 
@@ -137,7 +138,7 @@ def aberration_dataset(
 
     Returns:
         A Dataset with columns image (paper-format crop), label (ClassLabel `label_names`), iscn,
-        chromosome, source, cell_id, case_id, partner_cell_id.
+        chromosome, source, cell_id, case_id, partner_cell_id, cell_scale (1.0 where `crops` has none).
     """
     names = label_names(aberration_key, target_chromosome)
     aberration = get_aberration(aberration_key)
@@ -162,6 +163,7 @@ def aberration_dataset(
         rows["cell_id"].append(example["cell_id"])
         rows["case_id"].append(example["case_id"])
         rows["partner_cell_id"].append(partner_cell)
+        rows["cell_scale"].append(float(example.get("cell_scale", 1.0)))
 
     for index in normal_rows:
         example = crops[index]
