@@ -68,7 +68,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     validation = split_metaphases(load_metaphases())["validation"].shuffle(seed=args.seed)
     metaphases = validation.select(range(min(args.metaphases, len(validation))))
-    detector = ChromosomeDetector.from_pretrained(CHECKPOINTS / "owlv2-chromosomes")
+    detector = ChromosomeDetector.from_pretrained(CHECKPOINTS / "centernet-chromosomes")
     segmenter = ThresholdSegmenter()
     identifier = ChromosomeIdentifier.from_pretrained(str(CHECKPOINTS / "topvit-chromid"))
     heads = {name: (AutoModelForImageClassification.from_pretrained(CHECKPOINTS / name).eval(),

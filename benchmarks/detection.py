@@ -1,7 +1,7 @@
 """Detector latency per metaphase on this CPU: the whole `ChromosomeDetector` call (grey conversion, padding,
 resize, forward, peak decoding, NMS) on real validation metaphases of every size in the data, 360-1360 px.
 
-Rows: the shipped detector (checkpoints/owlv2-chromosomes) as shipped and, when its config asks for them, without
+Rows: the shipped detector (checkpoints/centernet-chromosomes) as shipped and, when its config asks for them, without
 the chromosome-length rescaling and as one plain forward at its fixed input size; for comparison, a random-init OWLv2 at the
 geometry a from-scratch ViT detector would need (512 px, patch 16, width 256 x 6 layers; latency does not depend on
 the weights). Goal: <= 300 ms per metaphase for the shipped one on 2 cores.
@@ -24,7 +24,7 @@ from karyohf.detection import ChromosomeDetector
 from karyohf.detection.owlv2 import owlv2_from_scratch
 from karyohf.images import as_gray_uint8
 
-SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints" / "owlv2-chromosomes"
+SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints" / "centernet-chromosomes"
 
 
 def time_detector(detector, images, repeats: int) -> dict:

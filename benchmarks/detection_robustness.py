@@ -30,7 +30,7 @@ from karyohf.detection.detector import DEFAULT_SCORE_THRESHOLD
 from karyohf.detection.evaluation import AP_SCORE_FLOOR, score_detections
 from karyohf.images import as_gray_uint8
 
-SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints" / "owlv2-chromosomes"
+SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints" / "centernet-chromosomes"
 
 
 def resampled(factor: float):

@@ -44,7 +44,7 @@ from .segmentation import segment_in_box
 REPORT_VERSION = "1.0"
 FHIR_PROFILE = "http://hl7.org/fhir/uv/genomics-reporting/StructureDefinition/variant"
 LOINC, ISCN_SYSTEM = "http://loinc.org", "https://iscn.karger.com"
-DETECTOR_FOLDER, IDENTIFIER_FOLDER = "owlv2-chromosomes", "topvit-chromid"
+DETECTOR_FOLDER, IDENTIFIER_FOLDER = "centernet-chromosomes", "topvit-chromid"
 CHECKPOINTS_VARIABLE = "KARYOHF_CHECKPOINTS"
 DEFAULT_HUB_ID = "karyohf/karyohf"
 # A metaphase outside these counts is broken, partial, or two fields overlapping: counting it would put a false
@@ -349,7 +349,7 @@ class KaryotypePipeline:
     def from_pretrained(cls, path_or_id: str | os.PathLike | None = None, device: str | None = None,
                         backend: str = "torch") -> "KaryotypePipeline":
         """Load every model from one folder or Hub repository of checkpoints (see `resolve_checkpoints`): the
-        identity model (`topvit-chromid/`, with its de novo index), the detector (`owlv2-chromosomes/`) and every
+        identity model (`topvit-chromid/`, with its de novo index), the detector (`centernet-chromosomes/`) and every
         other subfolder whose model's first label is "normal" as an aberration head."""
         if backend != "torch":
             raise ValueError(f"backend must be 'torch' (the only one built so far), got {backend!r}")

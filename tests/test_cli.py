@@ -20,8 +20,8 @@ def tiny_checkpoints(root):
                                                         neck_channels=8, head_channels=8))
     with torch.no_grad():  # every location a confident centre: the tiny untrained model then finds "chromosomes"
         model.heatmap_head.output.bias.fill_(5.0)
-    model.save_pretrained(root / "owlv2-chromosomes")
-    MetaphaseImageProcessor(size=64).save_pretrained(root / "owlv2-chromosomes")
+    model.save_pretrained(root / "centernet-chromosomes")
+    MetaphaseImageProcessor(size=64).save_pretrained(root / "centernet-chromosomes")
     return root
 
 

@@ -45,7 +45,7 @@ def checkpoints(tmp_path_factory):
     tiny_topvit(root / "topvit-chromid")
     tiny_topvit(root / "topvit-del5q", ["normal", "del(5q)"])
     tiny_topvit(root / "topvit-t9-22", ["normal", "der(9)t(9;22)", "der(22)t(9;22)"])
-    tiny_detector(root / "owlv2-chromosomes")
+    tiny_detector(root / "centernet-chromosomes")
     return root
 
 

@@ -50,7 +50,7 @@ def normal_and_aberrant(crops, aberration, chromosome, partners=None, count=20):
 def test_shipped_detector_finds_the_chromosomes_of_held_out_metaphases(real_data_root):
     from karyohf.data import load_metaphases, split_metaphases
 
-    detector = ChromosomeDetector.from_pretrained(checkpoint("owlv2-chromosomes"))
+    detector = ChromosomeDetector.from_pretrained(checkpoint("centernet-chromosomes"))
     validation = split_metaphases(load_metaphases(real_data_root))["validation"].shuffle(seed=1).select(range(4))
     matched = total = 0
     count_errors = []

@@ -1,6 +1,6 @@
 """Score a chromosome detector on held-out metaphases: AP50, AP50:95 (pycocotools), recall and precision at IoU 0.5, count error.
 
-    python train/eval_detection.py checkpoints/owlv2-chromosomes --limit 60
+    python train/eval_detection.py checkpoints/centernet-chromosomes --limit 60
     python train/eval_detection.py --baseline --limit 60          # Otsu + connected components
 
 The validation split is the one training holds out (whole specimens). Writes ground_truth.json and

@@ -4,7 +4,7 @@
     python train/finetune_owlv2.py --init google/owlv2-base-patch16-ensemble --output-dir runs/owlv2-public
     # No checkpoint: a small OWLv2 from random initialisation, at a geometry that fits the budget:
     python train/finetune_owlv2.py --image-size 512 --vision-width 256 --vision-layers 6 \\
-        --max-steps 20000 --output-dir checkpoints/owlv2-chromosomes
+        --max-steps 20000 --output-dir runs/owlv2-chromosomes
     accelerate launch train/finetune_owlv2.py ...            # GPU(s), same script
 
 The output folder holds what `ChromosomeDetector.from_pretrained` loads (config, safetensors,

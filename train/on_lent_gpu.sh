@@ -28,7 +28,7 @@ case $model in
     python3 train/train_chromid.py --train-crops packed/chromid-train --output-dir "$output_dir" \
       --batch-size 256 --learning-rate 1.5e-3 --minutes "$minutes" --workers "$workers" --threads 2 --snapshot-minutes 1 "$@" ;;
   centernet)
-    python3 train/train_centernet.py --train-metaphases packed/centernet-train --init checkpoints/owlv2-chromosomes \
+    python3 train/train_centernet.py --train-metaphases packed/centernet-train --init checkpoints/centernet-chromosomes \
       --output-dir "$output_dir" --batch-size 32 --learning-rate 1e-3 --minutes "$minutes" --workers "$workers" \
       --threads 2 --snapshot-minutes 1 "$@" ;;
   *)

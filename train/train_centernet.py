@@ -3,7 +3,7 @@
 The convolutional alternative to OWLv2 that the detection issue allows when a from-scratch ViT cannot reach the
 target on the budget: same data, same split (held-out specimens), same `ChromosomeDetector` API and evaluation.
 
-    python train/train_centernet.py --minutes 60 --output-dir checkpoints/owlv2-chromosomes   # the shipped recipe
+    python train/train_centernet.py --minutes 60 --output-dir checkpoints/centernet-chromosomes   # the shipped recipe
     accelerate launch train/train_centernet.py ...            # GPU(s), same script
 
 On a GPU machine without the raw data, train on metaphases packed here by `train/pack_training_data.py`
