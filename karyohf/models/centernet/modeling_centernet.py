@@ -18,12 +18,17 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import generalized_box_iou_loss
 from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from .configuration_centernet import MIRROR_FLIPS, CenterNetConfig
+
+
+try:  # only the training loss needs torchvision: inference, and loading with trust_remote_code, work without it
+    from torchvision.ops import generalized_box_iou_loss
+except ImportError:
+    generalized_box_iou_loss = None
 
 
 # Initial heatmap bias: every location starts with a 1% chance of a centre, so the focal loss is not swamped at
@@ -196,11 +201,16 @@ class CenterNetForObjectDetection(CenterNetPreTrainedModel):
         stride = self.config.output_stride
         centre_y, centre_x = location_centres(rows, columns, stride, distances)
         left, top, right, bottom = distances.unbind(1)
-        boxes = torch.stack([centre_x - left, centre_y - top, centre_x + right, centre_y + bottom], dim=-1)
-        return boxes.flatten(1, 2) / boxes.new_tensor([columns, rows, columns, rows]) / stride
+        # Divided by the sizes as numbers, not a tensor made of them: an ONNX export then keeps the sizes dynamic.
+        width, height = columns * stride, rows * stride
+        boxes = torch.stack([(centre_x - left) / width, (centre_y - top) / height, (centre_x + right) / width,
+                             (centre_y + bottom) / height], dim=-1)
+        return boxes.flatten(1, 2)
 
     def loss_terms(self, heatmap_logits: torch.Tensor, pred_boxes: torch.Tensor, labels: list[dict]):
         """Focal loss on the Gaussian heatmap (per chromosome) and Gaussian-weighted GIoU (per chromosome)."""
+        if generalized_box_iou_loss is None:
+            raise ImportError("the CenterNet training loss needs torchvision (torchvision.ops.generalized_box_iou_loss)")
         rows, columns = heatmap_logits.shape[-2:]
         heatmaps, box_targets, box_weights = [], [], []
         for target in labels:
