@@ -17,6 +17,13 @@ AutoConfig.register("karyohf_centernet", CenterNetConfig, exist_ok=True)
 AutoModelForObjectDetection.register(CenterNetConfig, CenterNetForObjectDetection, exist_ok=True)
 AutoImageProcessor.register(CenterNetConfig, image_processor_classes={"pil": MetaphaseImageProcessor}, exist_ok=True)
 
+# Remote-code export: save_pretrained copies these module files next to the weights and writes `auto_map` (config.json:
+# AutoConfig, AutoModelForObjectDetection; preprocessor_config.json: AutoImageProcessor), so a checkpoint loads with
+# trust_remote_code=True where karyohf is not installed. The three files import only each other (relatively).
+CenterNetConfig.register_for_auto_class()
+CenterNetForObjectDetection.register_for_auto_class("AutoModelForObjectDetection")
+MetaphaseImageProcessor.register_for_auto_class("AutoImageProcessor")
+
 __all__ = [
     "MIRROR_FLIPS",
     "CenterNetConfig",

@@ -11,7 +11,51 @@ import torch.nn.functional as F
 from PIL import Image
 from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
 
-from ..topvit.image_processing_topvit import to_grayscale_uint8
+
+# Copied from karyohf.models.topvit.image_processing_topvit (tests/test_remote_code.py keeps the copies equal): this
+# file is copied next to the weights for `trust_remote_code`, where it must stand alone, importing nothing of karyohf.
+def to_grayscale_uint8(image) -> np.ndarray:
+    """A PIL image or an (H, W) / (H, W, C) integer or float array -> (H, W) uint8 grey levels.
+
+    Integer images are scaled by the smallest bit depth that holds them (8, 12, 16 ...), so a 12-bit scan in a
+    16-bit container is not rendered nearly black; float images are taken as [0, 1], or [0, 255] if they exceed 1.
+    """
+    if isinstance(image, Image.Image):
+        if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+            image = np.asarray(image)  # 16-bit scans open as mode I or I;16
+        else:
+            image = np.asarray(image.convert("LA"))  # keeps alpha, so transparency can become white below
+    if not isinstance(image, np.ndarray):
+        raise ValueError(f"Expected a PIL image or a numpy array, got {type(image).__name__}.")
+    if image.size == 0:
+        raise ValueError(f"Got an empty image of shape {image.shape}.")
+    if image.dtype == np.uint8 and image.ndim == 2:
+        return image  # already what the scaling below would return, without a float copy of a whole metaphase
+    if np.issubdtype(image.dtype, np.integer):
+        bits = max(8, int(np.ceil(np.log2(float(image.max()) + 1.0)))) if image.max() > 0 else 8
+        levels = np.clip(image / (2.0**bits - 1.0), 0.0, 1.0)
+    elif np.issubdtype(image.dtype, np.floating):
+        if not np.isfinite(image).all():
+            raise ValueError("Got an image with NaN or infinite values.")
+        levels = np.clip(image.astype(np.float64) / (255.0 if image.max() > 1.0 else 1.0), 0.0, 1.0)
+    else:
+        raise ValueError(f"Expected integer or float pixels, got dtype {image.dtype}.")
+    if levels.ndim == 3 and levels.shape[-1] in (1, 2, 3, 4):
+        levels = _channels_to_gray(levels)
+    if levels.ndim != 2:
+        raise ValueError(f"Expected an (H, W) or (H, W, C) image with C in 1..4, got shape {image.shape}.")
+    return np.round(levels * 255.0).astype(np.uint8)
+
+
+def _channels_to_gray(levels: np.ndarray) -> np.ndarray:
+    """(H, W, C) levels in [0, 1] -> (H, W): luminance of the colour channels, composited on white under alpha."""
+    has_alpha = levels.shape[-1] in (2, 4)
+    colour = levels[..., : levels.shape[-1] - has_alpha]
+    gray = colour[..., 0] if colour.shape[-1] == 1 else colour @ np.array([0.299, 0.587, 0.114])
+    if has_alpha:
+        alpha = levels[..., -1]
+        gray = alpha * gray + (1.0 - alpha)
+    return gray
 
 
 def pad_to_square(gray: np.ndarray) -> np.ndarray:
