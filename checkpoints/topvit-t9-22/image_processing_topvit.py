@@ -87,6 +87,10 @@ class ChromosomeImageProcessor(BaseImageProcessor):
             Mean subtracted from the ink image.
         image_std (`float`, defaults to 0.2):
             Standard deviation the ink image is divided by.
+        cell_reference_length (`float`, *optional*):
+            Set when the model was trained on cell-normalised crops: each cell's chromosomes rescaled together so that
+            their median length is this many pixels (`karyohf.crops.normalise_cell`, which needs the whole cell and
+            so runs before this processor). `None`: crops at their native scale.
     """
 
     model_input_names = ["pixel_values"]
@@ -97,9 +101,11 @@ class ChromosomeImageProcessor(BaseImageProcessor):
         size: dict[str, int] | None = None,
         image_mean: float = 0.1,
         image_std: float = 0.2,
+        cell_reference_length: float | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.cell_reference_length = None if cell_reference_length is None else float(cell_reference_length)
         self.canvas_size = tuple(canvas_size)
         self.size = dict(size) if size is not None else {"height": 128, "width": 64}
         self.image_mean = float(image_mean)
