@@ -1,7 +1,7 @@
 """Seconds and memory of `KaryotypePipeline` itself on this CPU: per metaphase stage by stage, a 20-metaphase
 specimen end to end (aggregation included), the load, and the peak resident memory.
 
-    python benchmarks/pipeline.py [--threads 2] [--images 20]
+    python benchmarks/pipeline.py [--threads 2] [--images 20] [--backend onnxruntime [--precision int8]]
 
 A cell is detect -> masks -> crops -> identity (with cell context) -> heads -> de novo -> karyotype, drawing the
 karyogram excluded; the stages are timed by wrapping the pipeline's own components, so what is timed is what users
@@ -46,15 +46,19 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=20)
     parser.add_argument("--one-view", action="store_true",
                         help="identity scores each crop once instead of with its half turn (the checkpoint's setting)")
+    parser.add_argument("--backend", default="torch", help="torch or onnxruntime (karyohf.onnx_backend)")
+    parser.add_argument("--precision", default="fp32", help="fp32, or int8 with onnxruntime")
     parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "pipeline.json")
     args = parser.parse_args()
+    if args.one_view and args.backend != "torch":
+        parser.error("--one-view changes the torch model's config; an ONNX export has its views built in")
     torch.set_num_threads(args.threads)
     # One sex, as one patient's cells are (Y is class 23), so the specimen's karyotype is meaningful.
     validation = split_metaphases(load_metaphases())["validation"].filter(lambda c: 23 in c, input_columns="chromosomes")
     metaphases = validation.shuffle(seed=0).select(range(args.images))
     images = [example["image"].convert("L") for example in metaphases]
     started = time.perf_counter()
-    pipe = KaryotypePipeline.from_pretrained()
+    pipe = KaryotypePipeline.from_pretrained(backend=args.backend, precision=args.precision)
     load_seconds = time.perf_counter() - started
     if args.one_view:
         pipe.identifier.model.config.test_time_flips = ()
@@ -63,7 +67,7 @@ def main() -> None:
 
     stages = defaultdict(list)
     timed(pipe, "detector", stages["detection"])
-    timed(pipe, "identifier", stages["identity"])
+    timed(pipe.identifier, "identify_cell", stages["identity"])
     timed(heads_module, "aberration_probabilities", stages["aberration heads"])
     timed(pipe, "_denovo", stages["de novo"])
     cells = []
@@ -84,7 +88,7 @@ def main() -> None:
         "cell_seconds_mean_by_stage": per_cell,
         "specimen_seconds": specimen_seconds, "specimen_karyotype": specimen.karyotype,
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-        "identity_test_time_flips": flips,
+        "identity_test_time_flips": flips, "backend": args.backend, "precision": args.precision,
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2))

@@ -39,6 +39,7 @@ from .karyogram import render_karyogram
 from .karyotype import ISCNError, validate_karyotype
 from .karyotype.cells import Abnormality, check_study, format_line, numerical_changes
 from .karyotype.specimen import aggregate, reference_sex, sex_inconsistent
+from .onnx_backend import check_backend
 from .segmentation import segment_in_box
 
 REPORT_VERSION = "1.0"
@@ -347,18 +348,20 @@ class KaryotypePipeline:
 
     @classmethod
     def from_pretrained(cls, path_or_id: str | os.PathLike | None = None, device: str | None = None,
-                        backend: str = "torch") -> "KaryotypePipeline":
+                        backend: str = "torch", precision: str = "fp32") -> "KaryotypePipeline":
         """Load every model from one folder or Hub repository of checkpoints (see `resolve_checkpoints`): the
         identity model (`topvit-chromid/`, with its de novo index), the detector (`centernet-chromosomes/`) and every
-        other subfolder whose model's first label is "normal" as an aberration head."""
-        if backend != "torch":
-            raise ValueError(f"backend must be 'torch' (the only one built so far), got {backend!r}")
+        other subfolder whose model's first label is "normal" as an aberration head. `backend="onnxruntime"` runs the
+        networks with onnxruntime (`precision="int8"`: the TopViT models dynamically quantized), exported at first use
+        (`karyohf.onnx_backend`); everything around the networks is the same code."""
+        check_backend(backend, precision)
         root = resolve_checkpoints(path_or_id)
         identity = root / IDENTIFIER_FOLDER
-        identifier = ChromosomeIdentifier.from_pretrained(str(identity), device=device)
-        detector = ChromosomeDetector.from_pretrained(root / DETECTOR_FOLDER, device=device) \
+        run = {"device": device, "backend": backend, "precision": precision}
+        identifier = ChromosomeIdentifier.from_pretrained(str(identity), **run)
+        detector = ChromosomeDetector.from_pretrained(root / DETECTOR_FOLDER, **run) \
             if (root / DETECTOR_FOLDER / "config.json").is_file() else None
-        heads = [AberrationHead.from_pretrained(folder, device=device) for folder in sorted(root.iterdir())
+        heads = [AberrationHead.from_pretrained(folder, **run) for folder in sorted(root.iterdir())
                  if folder.name not in (IDENTIFIER_FOLDER, DETECTOR_FOLDER) and _is_head(folder)]
         denovo = DeNovoIndex.from_pretrained(identity) if (identity / "denovo_index.safetensors").is_file() else None
         return cls(identifier, detector, heads, denovo, low_confidence_entropy=_entropy_cutoff(identity))

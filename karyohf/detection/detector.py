@@ -91,12 +91,24 @@ class ChromosomeDetector:
         self.max_detections = getattr(model.config, "max_detections", None)
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, device: str | None = None, **kwargs) -> "ChromosomeDetector":
-        """Load a detector checkpoint folder or Hub id (OWLv2 with its tokenizer, or CenterNet); kwargs go to the constructor."""
+    def from_pretrained(cls, path: str | Path, device: str | None = None, backend: str = "torch",
+                        precision: str = "fp32", **kwargs) -> "ChromosomeDetector":
+        """Load a detector checkpoint folder or Hub id (OWLv2 with its tokenizer, or CenterNet); kwargs go to the
+        constructor. `backend="onnxruntime"` runs a CenterNet's network there (`karyohf.onnx_backend`; fp32 at
+        either precision)."""
+        from ..onnx_backend import check_backend, load_onnx_model
+
+        check_backend(backend, precision)
         folder = Path(path)
         if folder.is_dir() and not (folder / "config.json").is_file():
             raise FileNotFoundError(f"{folder} holds no config.json: not a saved detector checkpoint")
-        if AutoConfig.from_pretrained(str(path)).model_type == "owlv2":
+        model_type = AutoConfig.from_pretrained(str(path)).model_type
+        if backend == "onnxruntime":
+            if model_type == "owlv2":
+                raise ValueError("the onnxruntime backend runs CenterNet detectors; OWLv2 runs on torch")
+            model = load_onnx_model(folder, "fp32")
+            processor = AutoImageProcessor.from_pretrained(str(path), backend="pil")
+        elif model_type == "owlv2":
             model, processor = load_owlv2(str(path))
         else:
             model = AutoModelForObjectDetection.from_pretrained(str(path))
