@@ -36,12 +36,13 @@ from karyohf.identification import ChromosomeIdentifier
 from karyohf.pipeline import DETECTOR_FOLDER, IDENTIFIER_FOLDER, resolve_checkpoints
 
 RESULTS = Path(__file__).parent / "results"
-VARIANTS = (("torch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "int8"))
+# torch int8 is optimum-quanto weight-only int8, measured side by side as the issue asks.
+VARIANTS = (("torch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("torch", "int8"))
 AP_FLOOR = 0.01
 
 
 def name_of(backend: str, precision: str) -> str:
-    return backend if backend == "torch" else f"{backend} {precision}"
+    return "torch" if (backend, precision) == ("torch", "fp32") else f"{backend} {precision}"
 
 
 def identity_parity(metaphases, root: Path) -> dict:
@@ -110,8 +111,8 @@ def parity(args) -> None:
 
 
 def speed(args) -> None:
-    for backend, precision in VARIANTS[1:]:  # exports built here, so the timed loads are warm-cache loads
-        KaryotypePipeline.from_pretrained(backend=backend, precision=precision)
+    for precision in ("fp32", "int8"):  # exports built here, so the timed loads are warm-cache loads
+        KaryotypePipeline.from_pretrained(backend="onnxruntime", precision=precision)
     runs = {}
     for backend, precision in VARIANTS:
         output = RESULTS / f"pipeline_{backend}_{precision}.json"

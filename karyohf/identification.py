@@ -120,17 +120,12 @@ class ChromosomeIdentifier:
     @classmethod
     def from_pretrained(cls, path: str, device: str | None = None, backend: str = "torch", precision: str = "fp32",
                         **kwargs) -> "ChromosomeIdentifier":
-        """An identity checkpoint (folder or Hub id); `backend="onnxruntime"` (fp32 or int8) runs its network there
-        (`karyohf.onnx_backend`), with the same pre- and post-processing."""
-        from .onnx_backend import check_backend, load_onnx_model
+        """An identity checkpoint (folder or Hub id); `backend`/`precision` say where its network runs
+        (`karyohf.backends`), with the same pre- and post-processing."""
+        from .backends import load_network
 
-        check_backend(backend, precision)
+        model = load_network(path, AutoModelForImageClassification, backend, precision, device)
         processor = AutoImageProcessor.from_pretrained(path, backend="pil")
-        if backend == "onnxruntime":
-            return cls(load_onnx_model(path, precision), processor, **kwargs)
-        model = AutoModelForImageClassification.from_pretrained(path)
-        if device is not None:
-            model.to(device)
         return cls(model, processor, **kwargs)
 
     @property

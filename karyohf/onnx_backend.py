@@ -11,7 +11,7 @@ cache built at first use, `$KARYOHF_CACHE` or `~/.cache/karyohf/onnx/<digest>/`.
 `export.json` records the digest of the weights and config it was made from, so an export never outlives its
 weights.
 
-Precisions: "fp32", and "int8" for the TopViT family (identity and aberration heads): onnxruntime's dynamic
+Loaded through `karyohf.backends.load_network`. Precisions: "fp32", and "int8" for the TopViT family (identity and aberration heads): onnxruntime's dynamic
 quantization of the matmuls (weights int8 per channel, activations quantized on the fly). The detector runs fp32 at
 either precision: its cost is convolutions, which dynamic quantization makes slower (measured in
 `benchmarks/onnx_backend.py`).
@@ -30,8 +30,6 @@ import numpy as np
 import torch
 from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
 
-BACKENDS = ("torch", "onnxruntime")
-PRECISIONS = ("fp32", "int8")
 ONNX_FOLDER, EXPORT_RECORD = "onnx", "export.json"
 CACHE_VARIABLE = "KARYOHF_CACHE"
 OPSET = 18
@@ -39,15 +37,6 @@ OPSET = 18
 EXPORT_VERSION = 1
 # The largest batch and side the exported graphs accept (symbolic dimensions need a bound).
 MAX_BATCH, MAX_SIDE = 4096, 8192
-
-
-def check_backend(backend: str, precision: str = "fp32") -> None:
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if backend == "torch" and precision != "fp32":
-        raise ValueError("precision int8 needs backend='onnxruntime'")
 
 
 def weights_digest(checkpoint: str | os.PathLike) -> str:
@@ -236,7 +225,6 @@ def load_onnx_model(checkpoint: str | os.PathLike, precision: str = "fp32", thre
 
     from . import models  # noqa: F401
 
-    check_backend("onnxruntime", precision)
     folder, record = onnx_export(checkpoint)
     config = AutoConfig.from_pretrained(checkpoint)
     if record["kind"] == "detector":

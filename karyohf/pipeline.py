@@ -39,7 +39,7 @@ from .karyogram import render_karyogram
 from .karyotype import ISCNError, validate_karyotype
 from .karyotype.cells import Abnormality, check_study, format_line, numerical_changes
 from .karyotype.specimen import aggregate, reference_sex, sex_inconsistent
-from .onnx_backend import check_backend
+from .backends import check_backend
 from .segmentation import segment_in_box
 
 REPORT_VERSION = "1.0"
@@ -352,8 +352,8 @@ class KaryotypePipeline:
         """Load every model from one folder or Hub repository of checkpoints (see `resolve_checkpoints`): the
         identity model (`topvit-chromid/`, with its de novo index), the detector (`centernet-chromosomes/`) and every
         other subfolder whose model's first label is "normal" as an aberration head. `backend="onnxruntime"` runs the
-        networks with onnxruntime (`precision="int8"`: the TopViT models dynamically quantized), exported at first use
-        (`karyohf.onnx_backend`); everything around the networks is the same code."""
+        networks with onnxruntime, exported at first use (`karyohf.onnx_backend`); `precision="int8"` quantizes the
+        TopViT models (`karyohf.backends`). Everything around the networks is the same code."""
         check_backend(backend, precision)
         root = resolve_checkpoints(path_or_id)
         identity = root / IDENTIFIER_FOLDER

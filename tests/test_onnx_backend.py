@@ -84,8 +84,19 @@ def test_exports_are_cached_by_weights_and_rebuilt_when_they_change(bundle, tmp_
 def test_bad_backend_or_precision_is_refused(bundle):
     with pytest.raises(ValueError, match="backend must be one of"):
         KaryotypePipeline.from_pretrained(bundle, backend="tensorrt")
-    with pytest.raises(ValueError, match="int8 needs backend='onnxruntime'"):
-        KaryotypePipeline.from_pretrained(bundle, precision="int8")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        KaryotypePipeline.from_pretrained(bundle, precision="fp16")
+
+
+def test_torch_int8_quantizes_the_topvit_weights_only(bundle):
+    """optimum-quanto weight-only int8 on torch: the same labels within quantization noise; the detector stays fp32."""
+    folder = bundle / "topvit-chromid"
+    fp32 = ChromosomeIdentifier.from_pretrained(str(folder))
+    int8 = ChromosomeIdentifier.from_pretrained(str(folder), precision="int8")
+    assert "QLinear" in {type(module).__name__ for module in int8.model.modules()}
+    assert np.abs(int8(crops(5)).probabilities - fp32(crops(5)).probabilities).max() < 0.05
+    detector = ChromosomeDetector.from_pretrained(bundle / DETECTOR_FOLDER, precision="int8")
+    assert next(detector.model.parameters()).dtype == torch.float32
 
 
 def test_the_pipeline_on_onnxruntime_gives_the_same_cell(bundle):

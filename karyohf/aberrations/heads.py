@@ -126,19 +126,13 @@ class AberrationHead:
     @classmethod
     def from_pretrained(cls, folder: str | Path, device: str | None = None, backend: str = "torch",
                         precision: str = "fp32") -> "AberrationHead":
-        """A head checkpoint folder; `backend="onnxruntime"` runs its network there (`karyohf.onnx_backend`)."""
+        """A head checkpoint folder; `backend`/`precision` say where its network runs (`karyohf.backends`)."""
         from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-        from ..onnx_backend import check_backend, load_onnx_model
+        from ..backends import load_network
 
-        check_backend(backend, precision)
         folder = Path(folder)
-        if backend == "onnxruntime":
-            model = load_onnx_model(folder, precision)
-        else:
-            model = AutoModelForImageClassification.from_pretrained(folder)
-            if device is not None:
-                model.to(device)
+        model = load_network(folder, AutoModelForImageClassification, backend, precision, device)
         point = folder / OPERATING_POINT_FILE
         thresholds = json.loads(point.read_text())["cell_threshold"] if point.is_file() else None
         return cls(model, AutoImageProcessor.from_pretrained(folder, backend="pil"), folder.name, thresholds)

@@ -94,27 +94,24 @@ class ChromosomeDetector:
     def from_pretrained(cls, path: str | Path, device: str | None = None, backend: str = "torch",
                         precision: str = "fp32", **kwargs) -> "ChromosomeDetector":
         """Load a detector checkpoint folder or Hub id (OWLv2 with its tokenizer, or CenterNet); kwargs go to the
-        constructor. `backend="onnxruntime"` runs a CenterNet's network there (`karyohf.onnx_backend`; fp32 at
-        either precision)."""
-        from ..onnx_backend import check_backend, load_onnx_model
+        constructor. `backend`/`precision` say where a CenterNet's network runs (`karyohf.backends`; fp32 at either
+        precision)."""
+        from ..backends import check_backend, load_network
 
         check_backend(backend, precision)
         folder = Path(path)
         if folder.is_dir() and not (folder / "config.json").is_file():
             raise FileNotFoundError(f"{folder} holds no config.json: not a saved detector checkpoint")
         model_type = AutoConfig.from_pretrained(str(path)).model_type
-        if backend == "onnxruntime":
-            if model_type == "owlv2":
-                raise ValueError("the onnxruntime backend runs CenterNet detectors; OWLv2 runs on torch")
-            model = load_onnx_model(folder, "fp32")
+        if model_type != "owlv2":
+            model = load_network(path, AutoModelForObjectDetection, backend, precision, device)
             processor = AutoImageProcessor.from_pretrained(str(path), backend="pil")
-        elif model_type == "owlv2":
-            model, processor = load_owlv2(str(path))
+        elif backend != "torch":
+            raise ValueError("the onnxruntime backend runs CenterNet detectors; OWLv2 runs on torch")
         else:
-            model = AutoModelForObjectDetection.from_pretrained(str(path))
-            processor = AutoImageProcessor.from_pretrained(str(path), backend="pil")
-        if device is not None:
-            model.to(device)
+            model, processor = load_owlv2(str(path))
+            if device is not None:
+                model.to(device)
         return cls(model, processor, **kwargs)
 
     def save_pretrained(self, path: str | Path) -> None:
