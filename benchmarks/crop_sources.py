@@ -25,7 +25,7 @@ from transformers import AutoImageProcessor, AutoModelForImageClassification
 
 import karyohf  # noqa: F401  (registers the Auto classes)
 from karyohf.aberrations import aberration_probabilities
-from karyohf.crops import extract_chromosome
+from karyohf.crops import cell_scale, extract_chromosome
 from karyohf.cytogenetics import CHROMOSOMES
 from karyohf.data import load_metaphases, split_metaphases
 from karyohf.detection import ChromosomeDetector
@@ -84,7 +84,9 @@ def main() -> None:
                                                       detector, segmenter).items():
             if not crops:
                 continue
-            correct[source] += int((identifier(crops).predictions == truth[shown]).sum())
+            # Per crop, without cell context, but rescaled with its cell as the pipeline's identity model reads it.
+            readable = identifier.model_inputs(crops, [cell_scale(crops)] * len(crops))
+            correct[source] += int((identifier(readable).predictions == truth[shown]).sum())
             crops_seen[source] += len(crops)
             if example["karyotype_status"] != "normal":
                 continue

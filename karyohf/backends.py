@@ -9,6 +9,9 @@ cost is convolutions that neither quantization speeds up (`benchmarks/onnx_backe
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
+
+from transformers.utils import logging as transformers_logging
 
 BACKENDS = ("torch", "onnxruntime")
 PRECISIONS = ("fp32", "int8")
@@ -32,8 +35,10 @@ def load_network(checkpoint: str | os.PathLike, auto_class, backend: str = "torc
     if backend == "onnxruntime":
         from .onnx_backend import load_onnx_model
 
-        return load_onnx_model(checkpoint, precision if classifier else "fp32")
-    model = auto_class.from_pretrained(str(checkpoint))
+        with quiet_loading():
+            return load_onnx_model(checkpoint, precision if classifier else "fp32")
+    with quiet_loading():
+        model = auto_class.from_pretrained(str(checkpoint))
     if device is not None:
         model.to(device)
     if precision == "int8" and classifier:
@@ -42,3 +47,16 @@ def load_network(checkpoint: str | os.PathLike, auto_class, backend: str = "torc
         quantize(model, weights=qint8)
         freeze(model)
     return model.eval()
+
+
+@contextmanager
+def quiet_loading():
+    """transformers' weight-loading progress bar off while a library call loads its models (a pipeline loads four
+    checkpoints in a second); the caller's own setting is restored afterwards."""
+    enabled = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            transformers_logging.enable_progress_bar()
