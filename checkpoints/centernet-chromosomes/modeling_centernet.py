@@ -201,8 +201,11 @@ class CenterNetForObjectDetection(CenterNetPreTrainedModel):
         stride = self.config.output_stride
         centre_y, centre_x = location_centres(rows, columns, stride, distances)
         left, top, right, bottom = distances.unbind(1)
-        boxes = torch.stack([centre_x - left, centre_y - top, centre_x + right, centre_y + bottom], dim=-1)
-        return boxes.flatten(1, 2) / boxes.new_tensor([columns, rows, columns, rows]) / stride
+        # Divided by the sizes as numbers, not a tensor made of them: an ONNX export then keeps the sizes dynamic.
+        width, height = columns * stride, rows * stride
+        boxes = torch.stack([(centre_x - left) / width, (centre_y - top) / height, (centre_x + right) / width,
+                             (centre_y + bottom) / height], dim=-1)
+        return boxes.flatten(1, 2)
 
     def loss_terms(self, heatmap_logits: torch.Tensor, pred_boxes: torch.Tensor, labels: list[dict]):
         """Focal loss on the Gaussian heatmap (per chromosome) and Gaussian-weighted GIoU (per chromosome)."""

@@ -520,7 +520,7 @@ class TopViTForImageClassification(TopViTPreTrainedModel):
         logits = self.classifier(outputs.pooler_output)
         if not flips:
             return outputs, logits
-        batch = len(pixel_values)
+        batch = pixel_values.shape[0]  # not len(): a symbolic size, so an ONNX export keeps the batch dynamic
         logits = logits.log_softmax(-1).unflatten(0, (len(views), batch)).mean(0)
         as_given = {key: value[:batch] if torch.is_tensor(value) else tuple(v[:batch] for v in value)
                     for key, value in outputs.items()}
