@@ -27,7 +27,7 @@ import karyohf  # noqa: F401  (registers the Auto classes)
 from karyohf.aberrations import aberration_probabilities
 from karyohf.crops import cell_scale, extract_chromosome
 from karyohf.cytogenetics import CHROMOSOMES
-from karyohf.data import load_metaphases, split_metaphases
+from karyohf.data import validation_metaphases
 from karyohf.detection import ChromosomeDetector
 from karyohf.identification import ChromosomeIdentifier
 from karyohf.images import as_gray_uint8
@@ -66,8 +66,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "crop_sources.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    validation = split_metaphases(load_metaphases())["validation"].shuffle(seed=args.seed)
-    metaphases = validation.select(range(min(args.metaphases, len(validation))))
+    metaphases = validation_metaphases(args.metaphases, seed=args.seed)
     detector = ChromosomeDetector.from_pretrained(CHECKPOINTS / "centernet-chromosomes")
     segmenter = ThresholdSegmenter()
     identifier = ChromosomeIdentifier.from_pretrained(str(CHECKPOINTS / "topvit-chromid"))

@@ -2,7 +2,7 @@
 
 All the training and validation metaphases come from one lab: one stain, one microscope, one camera. Held-out
 scoring may not. Each validation metaphase is re-acquired here in one way at a time, its annotated boxes moved
-with it, and scored as `train/eval_detection.py` scores (pycocotools AP over detections ≥ 0.01; recall, precision
+with it, and scored as `benchmarks/eval_detection.py` scores (pycocotools AP over detections ≥ 0.01; recall, precision
 and count error at the detector's 0.3 operating point):
 - camera resolution 0.6× and 1.6× (the image resampled: chromosomes ~50 px or ~135 px long instead of ~85);
 - a paler stain (ink contrast × 0.6) and a heavier one (ink^0.7: pale bands darkened);

@@ -25,7 +25,7 @@ from PIL import Image, ImageFilter
 
 from karyohf.crops import isolate_chromosome
 from karyohf.cytogenetics import CHROMOSOMES
-from karyohf.data import load_karyogram_crops, load_metaphases, split_karyogram_crops, split_metaphases
+from karyohf.data import load_karyogram_crops, split_karyogram_crops, validation_metaphases
 from karyohf.identification import ChromosomeIdentifier
 
 # (magnification, blur sigma): our own images, the magnifications the issue names, blur alone, and combinations.
@@ -95,8 +95,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    metaphases = split_metaphases(load_metaphases())["validation"].shuffle(seed=args.seed)
-    metaphases = list(metaphases.select(range(min(args.metaphases, len(metaphases)))))
+    metaphases = list(validation_metaphases(args.metaphases, seed=args.seed))
     crops = split_karyogram_crops(load_karyogram_crops())["validation"]
     chosen = sorted(set(crops["cell_id"]))
     chosen = [chosen[i] for i in np.random.default_rng(args.seed).permutation(len(chosen))[: args.karyogram_cells]]

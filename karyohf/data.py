@@ -105,6 +105,18 @@ def load_metaphases(root: str | os.PathLike | None = None) -> datasets.Dataset:
     return datasets.Dataset.from_dict(dict(columns), features=metaphase_features())
 
 
+def validation_metaphases(limit: int | None = None, root: str | os.PathLike | None = None, seed: int = 0,
+                          status: str | None = None) -> datasets.Dataset:
+    """The held-out metaphases (of one `karyotype_status` if given), or a seeded random `limit` of them (the first N
+    would be a few specimens only): the subset every benchmark and training script scores on."""
+    validation = split_metaphases(load_metaphases(root))["validation"]
+    if status is not None:
+        validation = validation.filter(lambda value: value == status, input_columns="karyotype_status")
+    if limit:
+        validation = validation.shuffle(seed=seed).select(range(min(limit, len(validation))))
+    return validation
+
+
 def load_karyogram_crops(root: str | os.PathLike | None = None) -> datasets.Dataset:
     """The karyogram crops: `image` (grayscale PNG), `chromosome` (ClassLabel 1..22, X, Y), `cell_id`, `case_id`;
     without the cells in `MISLABELED_KARYOGRAM_CELLS`."""

@@ -329,6 +329,7 @@ def test_finetune_and_eval_scripts_run_end_to_end(tmp_path, monkeypatch):
     import sys
 
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "train"))
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
     import eval_detection
     import finetune_owlv2
 

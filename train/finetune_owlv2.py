@@ -23,12 +23,12 @@ from pathlib import Path
 import torch
 from transformers import Trainer, TrainingArguments, set_seed
 
-from karyohf.data import load_metaphases, split_metaphases
+from karyohf.data import load_metaphases, split_metaphases, validation_metaphases
 from karyohf.detection import ChromosomeDetector, OtsuBaselineDetector
 from karyohf.detection.detector import DEFAULT_NMS_IOU, DEFAULT_SCORE_THRESHOLD
+from karyohf.detection.evaluation import AP_SCORE_FLOOR, evaluate_detector, format_table
 from karyohf.detection.owlv2 import ChromosomeDetectionLoss, DetectionCollator, load_owlv2, owlv2_from_scratch
 
-from eval_detection import AP_SCORE_FLOOR, evaluate_detector, format_table, validation_metaphases  # train/, beside this script
 
 # The target for the shipped detector, on the validation split.
 TARGET_AP50, TARGET_COUNT_ERROR = 0.97, 1.0

@@ -30,14 +30,14 @@ from transformers import AutoModelForObjectDetection, Trainer, TrainingArguments
 
 import karyohf  # noqa: F401  (registers the Auto classes)
 from karyohf.cards import write_model_card
-from karyohf.data import load_metaphases, split_metaphases
+from karyohf.data import load_metaphases, split_metaphases, validation_metaphases
 from karyohf.detection import ChromosomeDetector, OtsuBaselineDetector
 from karyohf.detection.centernet import CenterNetCollator, shrink_metaphase
 from karyohf.detection.detector import DEFAULT_NMS_IOU, DEFAULT_SCORE_THRESHOLD
+from karyohf.detection.evaluation import AP_SCORE_FLOOR, evaluate_detector, format_table
 from karyohf.models.centernet import MIRROR_FLIPS, CenterNetConfig, CenterNetForObjectDetection, MetaphaseImageProcessor
 from karyohf.training import Snapshots, WallClockGuard, average_weights, parse_checkpoint_arguments, seconds_per_step
 
-from eval_detection import AP_SCORE_FLOOR, evaluate_detector, format_table, validation_metaphases  # train/, beside this script
 
 TARGET_AP50, TARGET_COUNT_ERROR = 0.97, 1.0
 # Off-peak decoding on the shipped weights: 0.3-0.7 all gave validation AP50 0.984-0.985 (peaks only 0.967); at 0.5

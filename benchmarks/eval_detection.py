@@ -1,7 +1,7 @@
 """Score a chromosome detector on held-out metaphases: AP50, AP50:95 (pycocotools), recall and precision at IoU 0.5, count error.
 
-    python train/eval_detection.py checkpoints/centernet-chromosomes --limit 60
-    python train/eval_detection.py --baseline --limit 60          # Otsu + connected components
+    python benchmarks/eval_detection.py checkpoints/centernet-chromosomes --limit 60
+    python benchmarks/eval_detection.py --baseline --limit 60          # Otsu + connected components
 
 The validation split is the one training holds out (whole specimens). Writes ground_truth.json and
 results.json (COCO format) and metrics.json to --output-dir, and prints a table.
@@ -10,58 +10,15 @@ results.json (COCO format) and metrics.json to --output-dir, and prints a table.
 from __future__ import annotations
 
 import argparse
-import json
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from karyohf.data import load_metaphases, split_metaphases
+from karyohf.data import validation_metaphases
 from karyohf.detection import ChromosomeDetector, OtsuBaselineDetector
 from karyohf.detection.detector import DEFAULT_NMS_IOU, DEFAULT_SCORE_THRESHOLD
-from karyohf.detection.evaluation import AP_SCORE_FLOOR, score_detections
+from karyohf.detection.evaluation import AP_SCORE_FLOOR, evaluate_detector, format_table
 from karyohf.models.centernet import MIRROR_FLIPS
-
-
-def validation_metaphases(limit: int | None = None, root: str | None = None, seed: int = 0):
-    """The held-out metaphases, or a seeded random `limit` of them (the first N would be a few specimens only)."""
-    validation = split_metaphases(load_metaphases(root))["validation"]
-    if limit:
-        validation = validation.shuffle(seed=seed).select(range(min(limit, len(validation))))
-    return validation
-
-
-def evaluate_detector(detector, dataset, score_threshold: float, output_dir: Path | None = None) -> dict:
-    """Run `detector` on every metaphase of `dataset` and score it; writes the COCO files and metrics.json if asked."""
-    true_boxes, detections, sizes, names, seconds = [], [], [], [], 0.0
-    for example in dataset:
-        image = example["image"]  # decoded here, outside the timing
-        started = time.perf_counter()
-        detections.append(detector(image))
-        seconds += time.perf_counter() - started
-        true_boxes.append(np.asarray(example["boxes"], dtype=np.float32).reshape(-1, 4))
-        sizes.append((example["height"], example["width"]))
-        names.append(f"{example['image_id']}.jpg")
-    metrics, ground_truth, results = score_detections(true_boxes, detections, sizes, score_threshold, names)
-    metrics["seconds_per_image"] = seconds / max(len(dataset), 1)
-    if output_dir is not None:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / "ground_truth.json").write_text(json.dumps(ground_truth))
-        (output_dir / "results.json").write_text(json.dumps(results))
-        (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    return metrics
-
-
-def format_table(rows: dict[str, dict]) -> str:
-    """A markdown table, one row per detector."""
-    lines = ["| detector | images | AP50 | AP50:95 | recall@0.5 | precision@0.5 | count error median / mean | s/image |",
-             "|---|---|---|---|---|---|---|---|"]
-    for name, m in rows.items():
-        lines.append(f"| {name} | {m['images']} | {m['ap50']:.3f} | {m['ap50_95']:.3f} | {m['recall50']:.3f} | "
-                     f"{m['precision50']:.3f} | {m['count_error_median']:.1f} / {m['count_error_mean']:.2f} | "
-                     f"{m['seconds_per_image']:.2f} |")
-    return "\n".join(lines)
 
 
 def parse_args() -> argparse.Namespace:
