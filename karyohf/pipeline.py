@@ -29,7 +29,7 @@ from PIL import Image, ImageDraw
 from .aberrations import DeNovoIndex
 from .aberrations.dataset import NORMAL
 from .aberrations.heads import AberrationHead, specimen_score
-from .crops import CANVAS_SIZE, isolate_chromosome, pixel_box
+from .crops import CANVAS_SIZE, isolate_chromosome, pixel_box, rescale_chromosome
 from .cytogenetics import CHROMOSOMES, get_aberration
 from .detection import ChromosomeDetector
 from .identification import ChromosomeIdentifier
@@ -57,6 +57,10 @@ ANALYSABLE_COUNTS = (35, 57)
 CLUSTER_IOU, MAX_CLUSTERED = 0.4, 6
 # More low-confidence chromosomes than this fraction: the identities are too unsure to karyotype the cell.
 MAX_LOW_CONFIDENCE = 0.25
+# A count's doubt: most chromosomes the detector misses still have a box, scored under its threshold. Candidates
+# down to CANDIDATE_FLOOR are identified too (never counted); one that the identity model names with at least
+# CANDIDATE_MIN_PROBABILITY as a chromosome the cell lacks turns that loss into "recount this cell".
+CANDIDATE_FLOOR, CANDIDATE_MIN_PROBABILITY = 0.05, 0.5
 # The identity model's validation crops above this entropy quantile are "low confidence" when its checkpoint
 # does not carry the curve (`entropy_curves.json`: the cutoff that keeps 90% of the validation crops).
 LOW_CONFIDENCE_RETAINED, FALLBACK_LOW_CONFIDENCE_ENTROPY = 0.9, 0.6
@@ -149,6 +153,11 @@ class CellResult:
     confirmed: np.ndarray = None  # per object: identity set by a person (always counted)
     excluded: bool = False
     corrections: list[dict] = field(default_factory=list)
+    # Boxes the detector scored between CANDIDATE_FLOOR and its threshold: not counted, identified to weigh the count.
+    candidate_boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
+    candidate_scores: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    candidate_labels: list[str] = field(default_factory=list)
+    candidate_confidence: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
 
     @property
     def counted_labels(self) -> list[str]:
@@ -157,6 +166,19 @@ class CellResult:
     @property
     def chromosome_count(self) -> int:
         return len(self.counted_labels)
+
+    @property
+    def possibly_missed(self) -> list[str]:
+        """Identities of the sub-threshold candidates the identity model is sure of: chromosomes the count may lack."""
+        return [label for label, p in zip(self.candidate_labels, self.candidate_confidence)
+                if p >= CANDIDATE_MIN_PROBABILITY]
+
+    @property
+    def count_range(self) -> tuple[int, int]:
+        """The count with its doubt: from the counted objects that neither the detector (< EXTRA_COPY_MIN_SCORE) nor a
+        person vouches for taken away, to the possibly missed ones added."""
+        doubtful = int(np.sum(self.counted & ~self.confirmed & (np.asarray(self.scores) < EXTRA_COPY_MIN_SCORE)))
+        return self.chromosome_count - doubtful, self.chromosome_count + len(self.possibly_missed)
 
     @property
     def sex_chromosomes(self) -> str:
@@ -235,7 +257,8 @@ class CellResult:
     def to_dict(self) -> dict:
         karyotype = self.karyotype
         return {"name": self.name, "width": int(self.image.shape[1]), "height": int(self.image.shape[0]),
-                "chromosome_count": self.chromosome_count, "sex_chromosomes": self.sex_chromosomes,
+                "chromosome_count": self.chromosome_count, "count_range": list(self.count_range),
+                "possibly_missed": self.possibly_missed, "sex_chromosomes": self.sex_chromosomes,
                 "karyotype": karyotype, "quality": self.quality, "excluded": self.excluded,
                 "analysable": self.analysable, "aberration_scores": {k: round(v, 4) for k, v in
                                                                       self.aberration_scores.items()},
@@ -374,14 +397,17 @@ class KaryotypePipeline:
         check_study(study)
         name = name or (Path(image).name if isinstance(image, (str, os.PathLike)) else "metaphase")
         gray = load_metaphase(image, name)
+        candidates = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32))
         if boxes is not None:
             boxes = _checked_boxes(boxes, gray.shape, name)
             scores = np.ones(len(boxes), dtype=np.float32)
         elif self.detector is None:
             raise ValueError("this pipeline has no detector: pass the chromosome boxes")
         else:
-            found = self.detector(gray)
-            boxes, scores = found.boxes, found.scores
+            found = self.detector(gray, score_threshold=min(CANDIDATE_FLOOR, self.detector.score_threshold))
+            sure = found.scores >= self.detector.score_threshold
+            boxes, scores = found.boxes[sure], found.scores[sure]
+            candidates = (found.boxes[~sure], found.scores[~sure])
         mask_boxes, masks, isolated, keep = [], [], [], []
         full_masks = self.segmenter(gray, boxes) if self.segmenter is not None and len(boxes) else None
         for i, box in enumerate(boxes):
@@ -400,7 +426,7 @@ class KaryotypePipeline:
             keep.append(i)
         boxes, scores = np.asarray(boxes, dtype=np.float32)[keep].reshape(-1, 4), np.asarray(scores)[keep]
         cell = self._identify(name, gray, boxes, scores, masks, np.asarray(mask_boxes, dtype=np.int64).reshape(-1, 4),
-                              isolated, study)
+                              isolated, study, candidates)
         return cell
 
     def __call__(self, images, study: str = "neoplasia", progress=None, specimen_id: str | None = None,
@@ -429,8 +455,8 @@ class KaryotypePipeline:
         """Aggregate analysed cells (after any corrections) into the specimen karyotype and its referral reasons."""
         check_study(study)
         # Each cell's own quality first: a cell set aside by an earlier aggregation is judged afresh.
-        cells = [dataclasses.replace(cell, quality=cell_quality(cell.counted_labels, cell.boxes, cell.low_confidence))
-                 for cell in cells]
+        cells = [dataclasses.replace(cell, quality=cell_quality(cell.counted_labels, cell.boxes, cell.low_confidence,
+                                                                cell.possibly_missed)) for cell in cells]
         analysable = [cell for cell in cells if cell.analysable]
         sex = reference_sex([(c.sex_chromosomes.count("X"), c.sex_chromosomes.count("Y")) for c in analysable])
         judged = []
@@ -486,16 +512,18 @@ class KaryotypePipeline:
 
     # -- internals --
 
-    def _identify(self, name, gray, boxes, scores, masks, mask_boxes, isolated, study) -> CellResult:
+    def _identify(self, name, gray, boxes, scores, masks, mask_boxes, isolated, study, candidates) -> CellResult:
         empty = np.zeros((0, len(CHROMOSOMES)), dtype=np.float32)
         # The paper's native-scale crops: what the heads read and the karyogram shows.
         crops = [Image.fromarray(center_on_canvas(chromosome, CANVAS_SIZE), mode="L") for chromosome in isolated]
+        candidate = {}
         if crops:
             # The identity model reads the cell rescaled to its reference length, if it was trained so.
             identification = self.identifier.identify_cell(isolated, isolated=True)
             labels = identification.labels
             probabilities, entropy = identification.probabilities, identification.entropy
             embeddings = identification.embeddings
+            candidate = self._candidates(gray, *candidates, identification.scale)
         else:
             labels, probabilities, entropy, embeddings = [], empty, np.zeros(0, np.float32), np.zeros((0, 0))
         cell = CellResult(
@@ -505,9 +533,25 @@ class KaryotypePipeline:
             denovo_scores=np.zeros(0), denovo_outliers=np.zeros(0, dtype=bool),
             head_probabilities={}, head_thresholds={}, aberration_scores={}, structural=(),
             reference_sex=reference_sex([(labels.count("X"), labels.count("Y"))]), study=study, quality="",
-            confirmed=np.zeros(len(labels), dtype=bool),
+            confirmed=np.zeros(len(labels), dtype=bool), **candidate,
         )
         return self._screened(cell)
+
+    def _candidates(self, gray, boxes, scores, scale: float) -> dict:
+        """The sub-threshold candidates identified each on its own, rescaled with the cell (never counted)."""
+        tight, kept = [], []
+        for i, box in enumerate(boxes):
+            try:
+                tight.append(isolate_chromosome(gray, pixel_box(box, gray.shape)))
+                kept.append(i)
+            except ValueError:  # too small, or nothing inside to segment
+                continue
+        if not tight:
+            return {}
+        found = self.identifier([rescale_chromosome(crop, scale) for crop in tight])
+        return {"candidate_boxes": np.asarray(boxes, np.float32)[kept].reshape(-1, 4),
+                "candidate_scores": np.asarray(scores, np.float32)[kept], "candidate_labels": found.labels,
+                "candidate_confidence": found.probabilities.max(-1).astype(np.float32)}
 
     def _screened(self, cell: CellResult) -> CellResult:
         """Score the cell's chromosomes under their current labels (de novo distance, each head), then call and
@@ -529,7 +573,8 @@ class KaryotypePipeline:
         cell = dataclasses.replace(cell, denovo_scores=denovo, denovo_outliers=outliers, counted=counted,
                                    head_probabilities=probabilities, head_thresholds=thresholds,
                                    aberration_scores=scores, structural=tuple(structural))
-        return dataclasses.replace(cell, quality=cell_quality(cell.counted_labels, cell.boxes, cell.low_confidence))
+        return dataclasses.replace(cell, quality=cell_quality(cell.counted_labels, cell.boxes, cell.low_confidence,
+                                                              cell.possibly_missed))
 
     def _rescored(self, cell: CellResult, labels: list[str], kept: list[int], record: dict) -> CellResult:
         def take(array):
@@ -614,9 +659,11 @@ def _checked_boxes(boxes, shape, name: str) -> np.ndarray:
         raise ValueError(f"{name}: {error}") from error
 
 
-def cell_quality(counted_labels: list[str], boxes: np.ndarray, low_confidence: np.ndarray) -> str:
-    """"analysable", or why a metaphase cannot be counted: from the chromosomes it counts, all its boxes, and which
-    identities are low confidence."""
+def cell_quality(counted_labels: list[str], boxes: np.ndarray, low_confidence: np.ndarray,
+                 possibly_missed=()) -> str:
+    """"analysable", or why a metaphase cannot be counted: from the chromosomes it counts, all its boxes, which
+    identities are low confidence, and the identities of candidates the detector scored under its threshold
+    (`CellResult.possibly_missed`): an autosome the cell lacks that such a candidate shows means "recount"."""
     count = len(counted_labels)
     if count == 0:
         return "no chromosome found"
@@ -633,6 +680,11 @@ def cell_quality(counted_labels: list[str], boxes: np.ndarray, low_confidence: n
     unsure = int(np.sum(low_confidence))
     if unsure > MAX_LOW_CONFIDENCE * count:
         return f"{unsure} of {count} identities are low confidence"
+    lacking = sorted({label for label in possibly_missed if label not in ("X", "Y") and counted_labels.count(label) < 2},
+                     key=CHROMOSOMES.index)
+    if lacking:
+        return (f"recount: a chromosome {', '.join(lacking)} may be missing only from the count (the detector scored "
+                "a box it identifies as such under its threshold)")
     return "analysable"
 
 

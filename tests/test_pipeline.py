@@ -11,6 +11,7 @@ from PIL import Image
 from karyohf.aberrations.heads import OPERATING_POINT_FILE, AberrationHead
 from karyohf.cli import main
 from karyohf.cytogenetics import CHROMOSOMES
+from karyohf.detection.boxes import Detections
 from karyohf.identification import ChromosomeIdentifier, Identification
 from karyohf.images import ImageError, load_metaphase
 from karyohf.karyotype import validate_karyotype
@@ -104,6 +105,52 @@ def test_a_trisomy_survives_cell_context():
     image, boxes = synthetic_metaphase(47)
     cell = pipeline_with(MALE + ["21"]).analyze_cell(image, boxes=boxes)
     assert cell.karyotype == "47,XY,+21"
+
+
+class ScoredDetector:
+    """A detector that finds the given boxes with the given scores (its threshold 0.3, as shipped)."""
+
+    score_threshold = 0.3
+
+    def __init__(self, boxes, scores):
+        self.boxes, self.scores = np.asarray(boxes, np.float32), np.asarray(scores, np.float32)
+
+    def __call__(self, image, score_threshold=None):
+        keep = self.scores >= (self.score_threshold if score_threshold is None else score_threshold)
+        return Detections(boxes=self.boxes[keep], scores=self.scores[keep])
+
+
+class CandidateIdentifier(FixedIdentifier):
+    """`labels` for the counted chromosomes, then `candidate` for every sub-threshold candidate."""
+
+    def __init__(self, labels, candidate):
+        super().__init__(labels)
+        self.candidate = candidate
+
+    def __call__(self, crops):
+        if len(crops) == len(self.labels):
+            return super().__call__(crops)
+        return FixedIdentifier([self.candidate] * len(crops))(crops)
+
+
+@pytest.mark.parametrize("candidate, recount", [("15", True), ("7", False)])
+def test_a_loss_the_detector_half_saw_is_a_recount_not_a_monosomy(candidate, recount):
+    """45 sure boxes and a 46th scored 0.2: when the identity model names that candidate as the chromosome the cell
+    lacks, the cell asks for a recount instead of reporting -15; a candidate of a class already paired changes
+    nothing."""
+    image, boxes = synthetic_metaphase(46)
+    lacking = MALE.copy()
+    lacking.remove("15")
+    scores = [0.9] * 45 + [0.2]
+    pipe = KaryotypePipeline(CandidateIdentifier(lacking, candidate), detector=ScoredDetector(boxes, scores))
+    cell = pipe.analyze_cell(image)
+    assert cell.chromosome_count == 45 and len(cell.candidate_boxes) == 1 and cell.possibly_missed == [candidate]
+    assert cell.count_range == (45, 46) and cell.to_dict()["count_range"] == [45, 46]
+    if recount:
+        assert cell.quality.startswith("recount: a chromosome 15") and not cell.analysable
+        assert pipe.specimen([cell]).karyotype is None  # no false -15 from this cell
+    else:
+        assert cell.quality == "analysable" and cell.karyotype == "45,XY,-15"
 
 
 def test_an_unsure_extra_copy_is_not_counted_until_a_person_confirms_it():

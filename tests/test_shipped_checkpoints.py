@@ -61,6 +61,11 @@ def test_shipped_detector_finds_the_chromosomes_of_held_out_metaphases(real_data
         total += len(truth)
         count_errors.append(abs(len(found) - len(truth)))
     assert matched / total > 0.85 and np.median(count_errors) <= 3
+    # The pipeline's weaker candidates come from a lower threshold for one call: the sure boxes stay exactly the same.
+    with_candidates = detector(example["image"], score_threshold=0.05)
+    sure = with_candidates.scores >= detector.score_threshold
+    assert len(with_candidates) >= len(found) and detector.score_threshold == 0.3
+    np.testing.assert_array_equal(with_candidates.boxes[sure], found.boxes)
 
 
 def test_shipped_identity_model_names_held_out_chromosomes(real_data_root):

@@ -119,9 +119,19 @@ class ChromosomeDetector:
         self.processor.save_pretrained(path)
 
     @torch.inference_mode()
-    def __call__(self, image) -> Detections:
-        """Detect chromosomes in one image: PIL, numpy (gray, RGB, 16-bit, float) or a path."""
+    def __call__(self, image, score_threshold: float | None = None) -> Detections:
+        """Detect chromosomes in one image: PIL, numpy (gray, RGB, 16-bit, float) or a path. A lower
+        `score_threshold` for this call also returns the weaker candidates; the boxes above the detector's own
+        threshold are the same either way (suppression only ever removes a box for a stronger one)."""
         gray = as_gray_uint8(image)
+        if score_threshold is not None and score_threshold != self.score_threshold:
+            if not 0.0 <= score_threshold < 1.0:
+                raise ValueError(f"score_threshold must be in [0, 1), got {score_threshold}")
+            own, self.score_threshold = self.score_threshold, score_threshold
+            try:
+                return self(gray)
+            finally:
+                self.score_threshold = own
         boxes, scores = self._owlv2_candidates(gray) if self.query is not None else self._centernet_candidates(gray)
         # Boxes that the clipping squeezed below a pixel lay (almost) wholly in the padding.
         real = (boxes[:, 2] - boxes[:, 0] >= 1) & (boxes[:, 3] - boxes[:, 1] >= 1)
