@@ -210,7 +210,7 @@ class CenterNetForObjectDetection(CenterNetPreTrainedModel):
     def loss_terms(self, heatmap_logits: torch.Tensor, pred_boxes: torch.Tensor, labels: list[dict]):
         """Focal loss on the Gaussian heatmap (per chromosome) and Gaussian-weighted GIoU (per chromosome)."""
         if generalized_box_iou_loss is None:
-            raise ImportError("the CenterNet training loss needs torchvision (torchvision.ops.generalized_box_iou_loss)")
+            raise ImportError("the CenterNet training loss needs torchvision (its ops.generalized_box_iou_loss)")
         rows, columns = heatmap_logits.shape[-2:]
         heatmaps, box_targets, box_weights = [], [], []
         for target in labels:
