@@ -2,6 +2,8 @@
 
     karyohf predict PATH... --out DIR   a specimen's metaphases (files, folders, globs) -> its karyotype and a report
     karyohf demo                        one held-out real metaphase of the shared data through the pipeline
+    karyohf push CHECKPOINT --repo-id ORG/NAME            a checkpoint folder, with its card, to the Hub
+    karyohf push checkpoints --bundle --repo-id ORG/NAME  every checkpoint as one repository (the pipeline's layout)
 
 `predict` shards its inputs across processes (and GPUs) when started by accelerate (or torchrun):
     accelerate launch --multi_gpu -m karyohf.cli predict archive/ --out reports/     # one process per GPU
@@ -128,6 +130,25 @@ def demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def push(args: argparse.Namespace) -> int:
+    """Upload a checkpoint folder (or with --bundle, a folder of them) to a Hub model repository, its card included."""
+    from huggingface_hub.errors import OfflineModeIsEnabled
+
+    from .hub import NotACheckpointError, push as push_folder
+
+    try:
+        url = push_folder(args.folder, args.repo_id, bundle=args.bundle, private=args.private,
+                          commit_message=args.message, prune=not args.keep_remote_files)
+    except NotACheckpointError as error:
+        print(f"karyohf push: {error}", file=sys.stderr)
+        return 2
+    except OfflineModeIsEnabled:
+        print("karyohf push: HF_HUB_OFFLINE is set (the Makefile sets it): unset it to reach the Hub", file=sys.stderr)
+        return 2
+    print(f"uploaded {args.folder} to {url}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="karyohf", description="Automatic karyotyping with Hugging Face models")
     common = argparse.ArgumentParser(add_help=False)
@@ -146,8 +167,19 @@ def main(argv: list[str] | None = None) -> int:
     demo_parser = commands.add_parser("demo", parents=[common], help=demo.__doc__.splitlines()[0])
     demo_parser.add_argument("--image-id", help="a validation metaphase id (default: the first)")
     demo_parser.add_argument("--out", default="demo_output")
+    push_parser = commands.add_parser("push", help=push.__doc__.splitlines()[0])
+    push_parser.add_argument("folder", help="a checkpoint folder (config.json, weights, README.md), or with --bundle "
+                                            "the folder holding them (checkpoints/)")
+    push_parser.add_argument("--repo-id", required=True, help="the Hub model repository, ORG/NAME (created if needed)")
+    push_parser.add_argument("--bundle", action="store_true",
+                             help="upload every checkpoint subfolder as one repository (what "
+                                  "KaryotypePipeline.from_pretrained(ORG/NAME) loads)")
+    push_parser.add_argument("--private", action="store_true", help="create the repository private")
+    push_parser.add_argument("--message", help="commit message")
+    push_parser.add_argument("--keep-remote-files", action="store_true",
+                             help="keep files on the Hub that the folder does not have (default: delete them)")
     args = parser.parse_args(argv)
-    return {"demo": demo, "predict": predict}[args.command](args)
+    return {"demo": demo, "predict": predict, "push": push}[args.command](args)
 
 
 if __name__ == "__main__":
