@@ -102,12 +102,17 @@ def parity(args) -> None:
     metaphases = list(validation)
     result = {"split": "validation (grouped by specimen)", "metaphases": len(metaphases), "threads": args.threads}
     cells = metaphases[: args.cell_metaphases]
+    output = RESULTS / "onnx_backend_parity.json"
+    if output.is_file():  # parts run separately (--parts) land in one file
+        result = {**json.loads(output.read_text()), **result}
     for part, run, chosen in (("identity", identity_parity, metaphases), ("detection", detection_parity, metaphases),
                               ("cells", cell_parity, cells)):
+        if part not in args.parts:
+            continue
         started = time.time()
-        result[part] = run(chosen, root)
+        result[part] = {"metaphases": len(chosen), **run(chosen, root)}
         print(part, f"({time.time() - started:.0f} s)", json.dumps(result[part], indent=1)[:3000], flush=True)
-    (RESULTS / "onnx_backend_parity.json").write_text(json.dumps(result, indent=2))
+        output.write_text(json.dumps(result, indent=2))
 
 
 def speed(args) -> None:
@@ -135,6 +140,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("mode", choices=["parity", "speed"])
     parser.add_argument("--metaphases", type=int, default=None, help="parity on a seeded subset instead of all")
+    parser.add_argument("--parts", nargs="+", choices=["identity", "detection", "cells"],
+                        default=["identity", "detection", "cells"], help="parity: which gates to run")
     parser.add_argument("--cell-metaphases", type=int, default=100, help="parity: metaphases for the cell karyotypes")
     parser.add_argument("--images", type=int, default=20, help="speed: metaphases per backend")
     parser.add_argument("--threads", type=int, default=2)
