@@ -23,7 +23,7 @@ from karyohf.detection.centernet import (
 from karyohf.models.centernet import (
     CenterNetConfig,
     CenterNetForObjectDetection,
-    MetaphaseImageProcessor,
+    CenterNetImageProcessor,
     flip_averaged_outputs,
 )
 from karyohf.models.centernet.modeling_centernet import (
@@ -42,7 +42,7 @@ TINY = dict(image_size=64, stem_channels=8, stage_channels=(8, 16), stage_blocks
 
 def tiny_centernet(seed: int = 0):
     torch.manual_seed(seed)
-    return CenterNetForObjectDetection(CenterNetConfig(**TINY)), MetaphaseImageProcessor(size=64)
+    return CenterNetForObjectDetection(CenterNetConfig(**TINY)), CenterNetImageProcessor(size=64)
 
 
 def test_config_rejects_geometries_the_model_cannot_build():
@@ -140,7 +140,7 @@ def test_loss_decreases_when_trained_through_the_trainer(tmp_path):
 
 
 def test_post_processing_keeps_peaks_and_maps_boxes_to_original_pixels():
-    processor = MetaphaseImageProcessor(size=64)
+    processor = CenterNetImageProcessor(size=64)
     logits = torch.full((1, 1, 16, 16), -8.0)
     logits[0, 0, 4, 8] = 3.0
     logits[0, 0, 4, 9] = 2.0  # a shoulder of the same peak, not a second chromosome
@@ -155,7 +155,7 @@ def test_post_processing_keeps_peaks_and_maps_boxes_to_original_pixels():
 
 
 def test_off_peak_decoding_adds_the_cells_beside_a_peak_at_a_fraction_of_their_heat():
-    processor = MetaphaseImageProcessor(size=64)
+    processor = CenterNetImageProcessor(size=64)
     logits = torch.full((1, 1, 16, 16), -8.0)
     logits[0, 0, 4, 8], logits[0, 0, 4, 9] = 3.0, 2.0  # a peak and its shoulder
     outputs = CenterNetObjectDetectionOutput(heatmap_logits=logits, pred_boxes=torch.rand(1, 256, 4))
@@ -198,7 +198,7 @@ def test_detector_finds_a_chromosome_whose_box_is_regressed_only_off_the_peaks()
 
 
 def test_processor_pads_with_white_and_inverts():
-    processor = MetaphaseImageProcessor(size=64, image_mean=0.0, image_std=1.0)
+    processor = CenterNetImageProcessor(size=64, image_mean=0.0, image_std=1.0)
     image = np.zeros((32, 64), np.uint8)  # black landscape strip: the bottom half of the square is padding
     pixels = processor(image, return_tensors="pt")
     assert pixels["pixel_values"].shape == (1, 1, 64, 64) and pixels["original_sizes"].tolist() == [[32, 64]]
@@ -216,7 +216,7 @@ def test_auto_classes_round_trip(tmp_path):
     processor.save_pretrained(tmp_path)
     loaded = AutoModelForObjectDetection.from_pretrained(tmp_path).eval()
     loaded_processor = AutoImageProcessor.from_pretrained(tmp_path)
-    assert isinstance(loaded, CenterNetForObjectDetection) and isinstance(loaded_processor, MetaphaseImageProcessor)
+    assert isinstance(loaded, CenterNetForObjectDetection) and isinstance(loaded_processor, CenterNetImageProcessor)
     pixels = loaded_processor(two_rod_metaphases()[0]["image"], return_tensors="pt")["pixel_values"]
     with torch.no_grad():
         assert torch.allclose(model.eval()(pixels).heatmap_logits, loaded(pixels).heatmap_logits, atol=1e-6)
@@ -341,7 +341,7 @@ def test_chromosome_length_sets_the_training_scale():
     assert model_scale((200, 240), boxes[:0], 96, chromosome_length=22) == pytest.approx(0.4)  # nothing to measure
     shrunk = shrink_metaphase({"image": image, "boxes": boxes.tolist()}, image_size=96, chromosome_length=22)
     assert median_chromosome_length(np.asarray(shrunk["boxes"])) == pytest.approx(1.25 * 22, rel=1e-3)
-    collator = CenterNetCollator(MetaphaseImageProcessor(size=96), augment=True, crop_size=64, zoom=(1.0, 1.0),
+    collator = CenterNetCollator(CenterNetImageProcessor(size=96), augment=True, crop_size=64, zoom=(1.0, 1.0),
                                  chromosome_length=22)
     np.random.seed(1)
     torch.manual_seed(1)  # the flips and turns draw from torch

@@ -8,7 +8,7 @@ from karyohf.cli import expand_inputs, main, unique_names
 from karyohf.crops import metaphase_crops
 from karyohf.data import load_metaphases, split_metaphases
 from karyohf.identification import ChromosomeIdentifier
-from karyohf.models.centernet import CenterNetConfig, CenterNetForObjectDetection, MetaphaseImageProcessor
+from karyohf.models.centernet import CenterNetConfig, CenterNetForObjectDetection, CenterNetImageProcessor
 from karyohf.pipeline import KaryotypePipeline
 from tests.test_pipeline import tiny_topvit
 
@@ -21,7 +21,7 @@ def tiny_checkpoints(root):
     with torch.no_grad():  # every location a confident centre: the tiny untrained model then finds "chromosomes"
         model.heatmap_head.output.bias.fill_(5.0)
     model.save_pretrained(root / "centernet-chromosomes")
-    MetaphaseImageProcessor(size=64).save_pretrained(root / "centernet-chromosomes")
+    CenterNetImageProcessor(size=64).save_pretrained(root / "centernet-chromosomes")
     return root
 
 

@@ -2,7 +2,8 @@
 
 Each checkpoint folder is copied to a temporary directory and loaded there through the Auto classes by a subprocess in
 which `import karyohf` fails; its outputs on a small dummy input must match what the karyohf classes compute. A
-checkpoint folder that is missing is skipped.
+checkpoint folder that is missing is skipped. So do checkpoints saved before karyohf 0.3 (model_type "topvit",
+processors named ChromosomeImageProcessor / MetaphaseImageProcessor), with karyohf and without it.
 """
 
 import ast
@@ -18,11 +19,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from transformers import AutoImageProcessor, AutoModelForImageClassification, AutoModelForObjectDetection
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModelForImageClassification,
+    AutoModelForObjectDetection,
+)
 
-from karyohf.models.centernet import CenterNetConfig, CenterNetForObjectDetection, MetaphaseImageProcessor
+from karyohf.models.centernet import CenterNetConfig, CenterNetForObjectDetection, CenterNetImageProcessor
 from karyohf.models.centernet import image_processing_centernet
-from karyohf.models.topvit import image_processing_topvit
+from karyohf.models.topvit import (
+    TopViTConfig,
+    TopViTForImageClassification,
+    TopViTImageProcessor,
+    image_processing_topvit,
+)
 
 CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
 # name -> (head Auto class, labels in index order)
@@ -33,6 +44,12 @@ SHIPPED = {
     "topvit-t9-22": ("AutoModelForImageClassification", ["normal", "der(9)t(9;22)", "der(22)t(9;22)"]),
 }
 TINY = "tiny-centernet"  # saved by the test itself: what a future save_pretrained writes
+# Saved by the test, then rewritten as karyohf 0.2 wrote them: old model_type and processor names.
+OLD_TOPVIT, OLD_CENTERNET = "old-style-topvit", "old-style-centernet"
+SAVED = {TINY: ("AutoModelForObjectDetection", ["chromosome"]),
+         OLD_TOPVIT: ("AutoModelForImageClassification", ["normal", "del(5q)"]),
+         OLD_CENTERNET: ("AutoModelForObjectDetection", ["chromosome"])}
+CASES = {**SHIPPED, **SAVED}
 METAPHASE_SHAPE, CROP_SHAPE = (90, 70), (60, 18)
 
 REMOTE_SCRIPT = textwrap.dedent(
@@ -84,7 +101,7 @@ def present(name: str) -> bool:
 
 def dummy_input(name: str) -> np.ndarray:
     """A grey dark-on-white image: a metaphase for the detectors, a crop for the classifiers."""
-    shape = METAPHASE_SHAPE if name in ("centernet-chromosomes", TINY) else CROP_SHAPE
+    shape = METAPHASE_SHAPE if CASES[name][0] == "AutoModelForObjectDetection" else CROP_SHAPE
     image = np.random.default_rng(0).integers(150, 255, size=shape).astype(np.uint8)
     image[10:-10, 5:-5] //= 3  # a dark object in the middle
     return image
@@ -108,7 +125,39 @@ def save_tiny_centernet(folder: Path) -> None:
     config = CenterNetConfig(image_size=64, stem_channels=4, stage_channels=(8, 8), stage_blocks=(1, 0),
                              neck_channels=8, head_channels=8)
     CenterNetForObjectDetection(config).eval().save_pretrained(folder)
-    MetaphaseImageProcessor(size=64).save_pretrained(folder)
+    CenterNetImageProcessor(size=64).save_pretrained(folder)
+
+
+def save_tiny_topvit(folder: Path) -> None:
+    torch.manual_seed(0)
+    labels = SAVED[OLD_TOPVIT][1]
+    config = TopViTConfig(image_size=(32, 16), patch_size=4, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                          intermediate_size=32, id2label=dict(enumerate(labels)),
+                          label2id={name: i for i, name in enumerate(labels)})
+    TopViTForImageClassification(config).eval().save_pretrained(folder)
+    TopViTImageProcessor(size={"height": 32, "width": 16}).save_pretrained(folder)
+
+
+def make_old_style(folder: Path) -> None:
+    """Rewrite a saved checkpoint's JSON as karyohf 0.2 wrote it: TopViT's model_type "topvit", the processors
+    ChromosomeImageProcessor / MetaphaseImageProcessor (in image_processor_type and auto_map)."""
+    config = json.loads((folder / "config.json").read_text())
+    if config["model_type"] == "karyohf_topvit":
+        config["model_type"] = "topvit"
+        (folder / "config.json").write_text(json.dumps(config, indent=2))
+    old_names = {"TopViTImageProcessor": "ChromosomeImageProcessor", "CenterNetImageProcessor": "MetaphaseImageProcessor"}
+    processor = json.loads((folder / "preprocessor_config.json").read_text())
+    new = processor["image_processor_type"]
+    processor["image_processor_type"] = old_names[new]
+    processor["auto_map"]["AutoImageProcessor"] = processor["auto_map"]["AutoImageProcessor"].replace(new, old_names[new])
+    (folder / "preprocessor_config.json").write_text(json.dumps(processor, indent=2))
+
+
+def save_case(name: str, folder: Path) -> None:
+    """The test's own checkpoints (`SAVED`)."""
+    (save_tiny_topvit if name == OLD_TOPVIT else save_tiny_centernet)(folder)
+    if name in (OLD_TOPVIT, OLD_CENTERNET):
+        make_old_style(folder)
 
 
 @pytest.fixture(scope="module")
@@ -116,9 +165,10 @@ def remote(tmp_path_factory):
     """One subprocess loads every present checkpoint (copied to a temporary folder) without karyohf."""
     work = tmp_path_factory.mktemp("remote")
     cases, expected = {}, {}
-    save_tiny_centernet(work / TINY)
-    for name, (head, _) in {**SHIPPED, TINY: ("AutoModelForObjectDetection", ["chromosome"])}.items():
-        if name != TINY:
+    for name, (head, _) in CASES.items():
+        if name in SAVED:
+            save_case(name, work / name)
+        else:
             if not present(name):
                 continue
             shutil.copytree(CHECKPOINTS / name, work / name)
@@ -137,9 +187,9 @@ def remote(tmp_path_factory):
     return work, results, expected
 
 
-@pytest.mark.parametrize("name", [*SHIPPED, TINY])
+@pytest.mark.parametrize("name", CASES)
 def test_checkpoint_loads_with_trust_remote_code_without_karyohf(remote, name):
-    if name != TINY and not present(name):
+    if name not in SAVED and not present(name):
         pytest.skip(f"checkpoints/{name} is not in this checkout")
     work, results, expected = remote
     result = results[name]
@@ -147,7 +197,7 @@ def test_checkpoint_loads_with_trust_remote_code_without_karyohf(remote, name):
     assert not result["karyohf_modules"]
     for kind in ("config", "model", "processor"):  # the folder's own code, not a registered karyohf class
         assert result[kind].startswith("transformers_modules"), (kind, result[kind])
-    head, labels = SHIPPED.get(name, ("AutoModelForObjectDetection", ["chromosome"]))
+    head, labels = CASES[name]
     assert result["labels"] == labels
     got = torch.load(work / f"{name}.out.pt")
     for key, value in expected[name].items():
@@ -162,9 +212,10 @@ def test_checkpoint_loads_with_trust_remote_code_without_karyohf(remote, name):
         assert list(got["pred_boxes"].shape) == [1, cells, 4]
         assert result["post_processed"] == [5, 4]
     else:
-        assert result["pixel_values"] == [1, 1, 192, 96]
+        config = AutoConfig.from_pretrained(work / name)
+        assert result["pixel_values"] == [1, 1, *config.image_size]
         assert list(got["logits"].shape) == [1, len(labels)]
-        assert result["pooled"] == [1, 128]
+        assert result["pooled"] == [1, config.hidden_size]
 
 
 def test_save_pretrained_writes_the_centernet_code_and_auto_map(tmp_path):
@@ -174,7 +225,7 @@ def test_save_pretrained_writes_the_centernet_code_and_auto_map(tmp_path):
         "AutoModelForObjectDetection": "modeling_centernet.CenterNetForObjectDetection",
     }
     assert json.loads((tmp_path / "preprocessor_config.json").read_text())["auto_map"] == {
-        "AutoImageProcessor": "image_processing_centernet.MetaphaseImageProcessor"}
+        "AutoImageProcessor": "image_processing_centernet.CenterNetImageProcessor"}
     for module in ("configuration_centernet", "modeling_centernet", "image_processing_centernet"):
         assert (tmp_path / f"{module}.py").is_file()
     assert_self_contained(tmp_path)
@@ -214,3 +265,46 @@ def test_centernet_grey_conversion_is_the_topvit_one():
     for function in ("to_grayscale_uint8", "_channels_to_gray"):
         assert inspect.getsource(getattr(image_processing_centernet, function)) == \
             inspect.getsource(getattr(image_processing_topvit, function))
+
+
+@pytest.mark.parametrize("name", [OLD_TOPVIT, OLD_CENTERNET])
+def test_an_old_style_checkpoint_loads_with_karyohf_as_the_current_classes(tmp_path, name):
+    """karyohf 0.2's names (model_type "topvit", ChromosomeImageProcessor, MetaphaseImageProcessor) load through the
+    Auto classes as today's classes, compute the same, and are saved again under today's names."""
+    from transformers.testing_utils import CaptureLogger
+    from transformers.utils import logging
+
+    current, old, resaved = tmp_path / "current", tmp_path / "old", tmp_path / "resaved"
+    save_case(name, old)
+    (save_tiny_topvit if name == OLD_TOPVIT else save_tiny_centernet)(current)
+    head = CASES[name][0]
+    config_class, processor_class = ((TopViTConfig, TopViTImageProcessor) if name == OLD_TOPVIT
+                                     else (CenterNetConfig, CenterNetImageProcessor))
+    assert json.loads((old / "config.json").read_text())["model_type"] in ("topvit", "karyohf_centernet")
+
+    with CaptureLogger(logging.get_logger("transformers.configuration_utils")) as captured:
+        config = AutoConfig.from_pretrained(old)
+        assert type(config_class.from_pretrained(old)) is config_class
+    assert type(config) is config_class and config.model_type == config_class.model_type
+    assert "model of type" not in captured.out
+    processor = AutoImageProcessor.from_pretrained(old, backend="pil")
+    assert type(processor) is processor_class  # the current class, not the old name kept for remote code
+    image = dummy_input(name)
+    expected = local_outputs(current, head, image)
+    for key, value in local_outputs(old, head, image).items():
+        assert torch.equal(value, expected[key]), key
+
+    model_class = AutoModelForImageClassification if head == "AutoModelForImageClassification" \
+        else AutoModelForObjectDetection
+    model_class.from_pretrained(old).save_pretrained(resaved)
+    processor.save_pretrained(resaved)
+    for file in ("config.json", "preprocessor_config.json"):
+        assert json.loads((resaved / file).read_text()) == json.loads((current / file).read_text()), file
+
+
+def test_the_old_processor_names_still_construct_with_a_warning():
+    from karyohf.models import ChromosomeImageProcessor, MetaphaseImageProcessor
+
+    for old, new in ((ChromosomeImageProcessor, TopViTImageProcessor), (MetaphaseImageProcessor, CenterNetImageProcessor)):
+        with pytest.warns(FutureWarning, match=f"now called {new.__name__}"):
+            assert isinstance(old(), new)

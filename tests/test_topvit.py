@@ -14,9 +14,9 @@ from huggingface_hub.errors import StrictDataclassError
 from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageClassification
 
 from karyohf.models import (  # importing karyohf.models registers TopViT with the Auto classes
-    ChromosomeImageProcessor,
     TopViTConfig,
     TopViTForImageClassification,
+    TopViTImageProcessor,
     TopViTModel,
     center_on_canvas,
 )
@@ -326,7 +326,7 @@ def test_auto_classes_round_trip(tmp_path):
     torch.manual_seed(0)
     model = TopViTForImageClassification(tiny_config()).eval()
     model.save_pretrained(tmp_path)
-    ChromosomeImageProcessor(size={"height": 32, "width": 16}).save_pretrained(tmp_path)
+    TopViTImageProcessor(size={"height": 32, "width": 16}).save_pretrained(tmp_path)
     auto_map = json.loads((tmp_path / "config.json").read_text())["auto_map"]
     assert set(auto_map) == {"AutoConfig", "AutoModel", "AutoModelForImageClassification"}
     assert isinstance(AutoConfig.from_pretrained(tmp_path), TopViTConfig)
@@ -334,7 +334,7 @@ def test_auto_classes_round_trip(tmp_path):
     classifier = AutoModelForImageClassification.from_pretrained(tmp_path)
     assert isinstance(classifier, TopViTForImageClassification)
     processor = AutoImageProcessor.from_pretrained(tmp_path, backend="pil")
-    assert isinstance(processor, ChromosomeImageProcessor) and processor.size == {"height": 32, "width": 16}
+    assert isinstance(processor, TopViTImageProcessor) and processor.size == {"height": 32, "width": 16}
     pixels = processor(np.full((60, 12), 40, dtype=np.uint8), return_tensors="pt").pixel_values
     with torch.no_grad():
         assert torch.equal(classifier.eval()(pixels).logits, model(pixels).logits)
@@ -346,10 +346,10 @@ def test_trust_remote_code_loads_without_karyohf(tmp_path):
     model = TopViTForImageClassification(tiny_config(performer_feature_type="relu_random")).eval()
     randomise_log_masks(model)
     model.save_pretrained(checkpoint)
-    ChromosomeImageProcessor(size={"height": 32, "width": 16}).save_pretrained(checkpoint)
+    TopViTImageProcessor(size={"height": 32, "width": 16}).save_pretrained(checkpoint)
     crop = np.full((70, 14), 30, dtype=np.uint8)
     np.save(tmp_path / "crop.npy", crop)
-    processor = ChromosomeImageProcessor(size={"height": 32, "width": 16})
+    processor = TopViTImageProcessor(size={"height": 32, "width": 16})
     with torch.no_grad():
         torch.save(model(processor(crop, return_tensors="pt").pixel_values).logits, tmp_path / "expected.pt")
     script = textwrap.dedent(
@@ -400,7 +400,7 @@ def test_center_on_canvas_shrinks_only_oversized_crops_keeping_aspect():
 
 
 def test_processor_output_and_scale_cue():
-    processor = ChromosomeImageProcessor()
+    processor = TopViTImageProcessor()
     short, long = np.full((40, 20), 20, np.uint8), np.full((120, 20), 20, np.uint8)
     pixels = processor([short, long], return_tensors="pt").pixel_values
     assert pixels.shape == (2, 1, 128, 64) and pixels.dtype == torch.float32
@@ -412,7 +412,7 @@ def test_processor_output_and_scale_cue():
 def test_processor_accepts_pil_uint16_float_and_rgb_alike():
     from PIL import Image
 
-    processor = ChromosomeImageProcessor(size={"height": 32, "width": 16})
+    processor = TopViTImageProcessor(size={"height": 32, "width": 16})
     gray = np.full((199, 99), 255, np.uint8)
     gray[60:140, 40:60] = 30
     expected = processor(gray).pixel_values
@@ -430,13 +430,13 @@ def test_processor_accepts_pil_uint16_float_and_rgb_alike():
 )
 def test_processor_rejects_bad_input(bad):
     with pytest.raises(ValueError):
-        ChromosomeImageProcessor()(bad)
+        TopViTImageProcessor()(bad)
 
 
 def test_processor_save_and_load(tmp_path):
-    processor = ChromosomeImageProcessor(canvas_size=(150, 80), size={"height": 64, "width": 32}, image_mean=0.2)
+    processor = TopViTImageProcessor(canvas_size=(150, 80), size={"height": 64, "width": 32}, image_mean=0.2)
     processor.save_pretrained(tmp_path)
-    loaded = ChromosomeImageProcessor.from_pretrained(tmp_path)
+    loaded = TopViTImageProcessor.from_pretrained(tmp_path)
     assert (loaded.canvas_size, loaded.size) == ((150, 80), {"height": 64, "width": 32})
     assert (loaded.image_mean, loaded.image_std) == (0.2, 0.2)
     crop = np.full((30, 10), 0, np.uint8)

@@ -35,7 +35,12 @@ from karyohf.detection import ChromosomeDetector, OtsuBaselineDetector
 from karyohf.detection.centernet import CenterNetCollator, shrink_metaphase
 from karyohf.detection.detector import DEFAULT_NMS_IOU, DEFAULT_SCORE_THRESHOLD
 from karyohf.detection.evaluation import AP_SCORE_FLOOR, evaluate_detector, format_table
-from karyohf.models.centernet import MIRROR_FLIPS, CenterNetConfig, CenterNetForObjectDetection, MetaphaseImageProcessor
+from karyohf.models.centernet import (
+    MIRROR_FLIPS,
+    CenterNetConfig,
+    CenterNetForObjectDetection,
+    CenterNetImageProcessor,
+)
 from karyohf.training import Snapshots, WallClockGuard, average_weights, parse_checkpoint_arguments, seconds_per_step
 
 
@@ -90,15 +95,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parse_checkpoint_arguments(parser, argv, MIRROR_FLIPS)
 
 
-def build_model(args) -> tuple[CenterNetForObjectDetection, MetaphaseImageProcessor]:
+def build_model(args) -> tuple[CenterNetForObjectDetection, CenterNetImageProcessor]:
     if args.init:
         model = AutoModelForObjectDetection.from_pretrained(args.init)
-        processor = MetaphaseImageProcessor.from_pretrained(args.init)
+        processor = CenterNetImageProcessor.from_pretrained(args.init)
     else:
         config = CenterNetConfig(image_size=args.image_size, stage_channels=args.stage_channels,
                                  stage_blocks=args.stage_blocks, neck_channels=args.neck_channels,
                                  head_channels=args.head_channels, off_peak_weight=DEFAULT_OFF_PEAK_WEIGHT)
-        model, processor = CenterNetForObjectDetection(config), MetaphaseImageProcessor(size=args.image_size)
+        model, processor = CenterNetForObjectDetection(config), CenterNetImageProcessor(size=args.image_size)
     if args.chromosome_length is not None:
         model.config.chromosome_length = args.chromosome_length or None
     return model, processor

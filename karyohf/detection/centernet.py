@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from ..images import as_gray_uint8
-from ..models.centernet import MetaphaseImageProcessor
+from ..models.centernet import CenterNetImageProcessor
 from .boxes import random_dihedral
 
 # Training zooms each metaphase to between these multiples of its model scale.
@@ -83,7 +83,7 @@ class CenterNetCollator:
     padded square at `image_size`. Label boxes are (cx, cy, w, h) fractions of the input.
     """
 
-    def __init__(self, processor: MetaphaseImageProcessor, augment: bool = False, crop_size: int = 384,
+    def __init__(self, processor: CenterNetImageProcessor, augment: bool = False, crop_size: int = 384,
                  zoom: tuple[float, float] = ZOOM, chromosome_length: float | None = None):
         self.processor, self.augment, self.crop_size, self.zoom = processor, augment, crop_size, zoom
         self.chromosome_length = chromosome_length

@@ -8,12 +8,14 @@ warns that it falls back.
 from .centernet import (
     CenterNetConfig,
     CenterNetForObjectDetection,
+    CenterNetImageProcessor,
     MetaphaseImageProcessor,
 )
 from .topvit import (
     ChromosomeImageProcessor,
     TopViTConfig,
     TopViTForImageClassification,
+    TopViTImageProcessor,
     TopViTModel,
     TopViTPreTrainedModel,
     center_on_canvas,
@@ -23,10 +25,12 @@ from .topvit import (
 __all__ = [
     "CenterNetConfig",
     "CenterNetForObjectDetection",
+    "CenterNetImageProcessor",
     "MetaphaseImageProcessor",
     "ChromosomeImageProcessor",
     "TopViTConfig",
     "TopViTForImageClassification",
+    "TopViTImageProcessor",
     "TopViTModel",
     "TopViTPreTrainedModel",
     "center_on_canvas",

@@ -3,7 +3,7 @@
 from transformers import AutoConfig, AutoImageProcessor, AutoModelForObjectDetection
 
 from .configuration_centernet import MIRROR_FLIPS, CenterNetConfig
-from .image_processing_centernet import MetaphaseImageProcessor, pad_to_square
+from .image_processing_centernet import CenterNetImageProcessor, MetaphaseImageProcessor, pad_to_square
 from .modeling_centernet import (
     CenterNetForObjectDetection,
     CenterNetObjectDetectionOutput,
@@ -13,21 +13,26 @@ from .modeling_centernet import (
 
 
 # Local registration: from_pretrained(dir) through the Auto classes works without trust_remote_code.
-AutoConfig.register("karyohf_centernet", CenterNetConfig, exist_ok=True)
+AutoConfig.register(CenterNetConfig.model_type, CenterNetConfig, exist_ok=True)
 AutoModelForObjectDetection.register(CenterNetConfig, CenterNetForObjectDetection, exist_ok=True)
-AutoImageProcessor.register(CenterNetConfig, image_processor_classes={"pil": MetaphaseImageProcessor}, exist_ok=True)
+# The old processor name sits beside the current one so that a preprocessor_config.json naming it is recognised;
+# the "pil" entry is what loads (as CenterNetImageProcessor).
+AutoImageProcessor.register(
+    CenterNetConfig, image_processor_classes={"pil": CenterNetImageProcessor, "legacy": MetaphaseImageProcessor},
+    exist_ok=True)
 
 # Remote-code export: save_pretrained copies these module files next to the weights and writes `auto_map` (config.json:
 # AutoConfig, AutoModelForObjectDetection; preprocessor_config.json: AutoImageProcessor), so a checkpoint loads with
 # trust_remote_code=True where karyohf is not installed. The three files import only each other (relatively).
 CenterNetConfig.register_for_auto_class()
 CenterNetForObjectDetection.register_for_auto_class("AutoModelForObjectDetection")
-MetaphaseImageProcessor.register_for_auto_class("AutoImageProcessor")
+CenterNetImageProcessor.register_for_auto_class("AutoImageProcessor")
 
 __all__ = [
     "MIRROR_FLIPS",
     "CenterNetConfig",
     "CenterNetForObjectDetection",
+    "CenterNetImageProcessor",
     "CenterNetObjectDetectionOutput",
     "CenterNetPreTrainedModel",
     "MetaphaseImageProcessor",

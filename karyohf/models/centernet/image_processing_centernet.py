@@ -5,6 +5,8 @@ square of side max(height, width), which is resized to the model's input. Boxes 
 that square, and fractions times the square's side are the image's own pixels.
 """
 
+import warnings
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -66,7 +68,7 @@ def pad_to_square(gray: np.ndarray) -> np.ndarray:
     return square
 
 
-class MetaphaseImageProcessor(BaseImageProcessor):
+class CenterNetImageProcessor(BaseImageProcessor):
     r"""
     Turns metaphase images into detector inputs: grey-scale -> padded with white to a square -> resized to `size`
     (antialiased) -> inverted so the background is 0 and chromosomes bright (ink = 1 - grey / 255) -> normalised.
@@ -167,4 +169,17 @@ class MetaphaseImageProcessor(BaseImageProcessor):
         return results
 
 
-__all__ = ["MetaphaseImageProcessor", "pad_to_square"]
+class MetaphaseImageProcessor(CenterNetImageProcessor):
+    """The name `CenterNetImageProcessor` had before karyohf 0.3, kept so that what was saved under it still loads: a
+    `preprocessor_config.json` whose `auto_map` names `image_processing_centernet.MetaphaseImageProcessor`, and code
+    that constructs it. karyohf's `AutoImageProcessor` registration loads configs naming it as
+    `CenterNetImageProcessor`.
+    """
+
+    def __init__(self, *args, **kwargs):
+        warnings.warn("MetaphaseImageProcessor is now called CenterNetImageProcessor; the old name will go",
+                      FutureWarning, stacklevel=2)
+        super().__init__(*args, **kwargs)
+
+
+__all__ = ["CenterNetImageProcessor", "MetaphaseImageProcessor", "pad_to_square"]

@@ -173,7 +173,7 @@ class CenterNetForObjectDetection(CenterNetPreTrainedModel):
     ) -> CenterNetObjectDetectionOutput:
         r"""
         pixel_values (`torch.FloatTensor` of shape `(batch_size, num_channels, height, width)`):
-            Metaphases prepared by `MetaphaseImageProcessor` (sides multiples of the coarsest stage's stride).
+            Metaphases prepared by `CenterNetImageProcessor` (sides multiples of the coarsest stage's stride).
         labels (`list[dict]`, *optional*):
             One dict per image with `"boxes"`: `(n, 4)` (cx, cy, w, h) fractions of the input (the DETR and
             OWLv2 convention; any `"class_labels"` are ignored, there is one class). Returns the loss when given.
