@@ -62,7 +62,7 @@ class DeNovoIndex:
     def from_pretrained(cls, folder: str | Path) -> "DeNovoIndex":
         path = Path(folder) / INDEX_FILE
         if not path.is_file():
-            raise FileNotFoundError(f"no {INDEX_FILE} in {folder}: build one with train/denovo.py")
+            raise FileNotFoundError(f"no {INDEX_FILE} in {folder}: build one with train/build_denovo_index.py")
         from safetensors import safe_open
 
         with safe_open(str(path), framework="pt") as handle:

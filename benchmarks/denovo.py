@@ -1,17 +1,16 @@
-"""De novo (zero-shot) aberration detection with the identity model: build the index, score every aberration,
-check real structural abnormalities, and draw the UMAP of normal vs aberrant chromosomes (Figs 3A and 4D).
+"""De novo (zero-shot) aberration detection with the identity model's index (`train/build_denovo_index.py`): score
+every aberration, check real structural abnormalities, and draw the UMAP of normal vs aberrant chromosomes (Figs 3A
+and 4D).
 
     python train/make_aberration_data.py --all     # once: the aberration datasets scored below
-    python train/denovo.py                         # index -> checkpoints/topvit-chromid/denovo_index.safetensors
+    python benchmarks/denovo.py
 
-1. Index: pre-logits embeddings of normal training chromosomes (karyogram crops of the training cases and crops of
-   normal training metaphases, at most --per-class of each class from each collection), saved beside the checkpoint.
-2. Fig. 4D: every catalogue derivative's held-out dataset (real normal vs synthesized aberrant copies of the target
+1. Fig. 4D: every catalogue derivative's held-out dataset (real normal vs synthesized aberrant copies of the target
    chromosome), scored by the distance to the N-th nearest normal of the predicted class: PR-AUC and ROC-AUC, with
    no aberrant example ever used.
-3. Real check: chromosomes of the pair named by each `structural` metaphase against the same chromosomes in normal
+2. Real check: chromosomes of the pair named by each `structural` metaphase against the same chromosomes in normal
    held-out metaphases (the box's annotated class picks the chromosomes; the model's prediction picks the index class).
-4. UMAP (umap-learn) of normal and aberrant chromosomes 5, 9 and 22.
+3. UMAP (umap-learn) of normal and aberrant chromosomes 5, 9 and 22.
 Writes benchmarks/results/denovo.json, denovo_pr.png and umap_aberrations.png.
 """
 
@@ -19,17 +18,15 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections import defaultdict
-from itertools import islice
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from karyohf.aberrations import DeNovoIndex, label_names, load_aberration_dataset
-from karyohf.crops import karyogram_crops, metaphase_crops
+from karyohf.crops import metaphase_crops
 from karyohf.cytogenetics import CATALOGUE, CHROMOSOMES
-from karyohf.data import load_karyogram_crops, load_metaphases, split_karyogram_crops, split_metaphases
+from karyohf.data import load_metaphases, split_metaphases
 from karyohf.identification import ChromosomeIdentifier
 from karyohf.metrics import detection_aucs, plot_detection_curves
 
@@ -38,42 +35,16 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--identity", default="checkpoints/topvit-chromid")
     parser.add_argument("--data-dir", type=Path, default=Path("runs/aberrations"))
-    parser.add_argument("--output-dir", type=Path, default=Path("benchmarks/results"))
-    parser.add_argument("--neighbours", type=int, default=50)
-    parser.add_argument("--per-class", type=int, default=500, help="index chromosomes per class and collection")
-    parser.add_argument("--index-metaphases", type=int, default=150, help="normal training metaphases in the index")
+    parser.add_argument("--output-dir", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--normal-metaphases", type=int, default=100, help="normal held-out metaphases for the real check")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None)
     return parser.parse_args()
 
 
-def capped_by_class(crops, per_class: int) -> tuple[list, list]:
-    """Crop dicts and classes of an iterable of crop dicts, at most `per_class` of each class."""
-    kept, classes, counts = [], [], defaultdict(int)
-    for crop in crops:
-        if counts[crop["chromosome"]] < per_class:
-            counts[crop["chromosome"]] += 1
-            kept.append(crop)
-            classes.append(crop["chromosome"])
-    return kept, classes
-
-
 def model_inputs(identifier, crops: list[dict]) -> list:
     """Crop dicts as the identity model reads them (rescaled per cell if it was trained so)."""
     return identifier.model_inputs([c["image"] for c in crops], [c["cell_scale"] for c in crops])
-
-
-def build_index(identifier, args) -> DeNovoIndex:
-    karyograms = split_karyogram_crops(load_karyogram_crops())["train"].shuffle(seed=args.seed)
-    metaphases = split_metaphases(load_metaphases())["train"]
-    normal = metaphases.filter(lambda status: status == "normal", input_columns="karyotype_status")
-    normal = normal.shuffle(seed=args.seed).select(range(min(args.index_metaphases, len(normal))))
-    crops, classes = capped_by_class(islice(karyogram_crops(karyograms), 30 * args.per_class), args.per_class)
-    more_crops, more_classes = capped_by_class(metaphase_crops(normal), args.per_class)
-    embeddings = identifier(model_inputs(identifier, crops + more_crops)).embeddings
-    print(f"index: {len(crops)} karyogram and {len(more_crops)} metaphase chromosomes")
-    return DeNovoIndex(embeddings, np.array(classes + more_classes), list(CHROMOSOMES), args.neighbours)
 
 
 def score_aberrations(identifier, index: DeNovoIndex, data_dir: Path):
@@ -163,16 +134,15 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     args.output_dir.mkdir(parents=True, exist_ok=True)
     identifier = ChromosomeIdentifier.from_pretrained(args.identity)
-    index = build_index(identifier, args)
-    print(f"index -> {index.save_pretrained(args.identity)}")
+    index = DeNovoIndex.from_pretrained(args.identity)
     results, curves, embedded = score_aberrations(identifier, index, args.data_dir)
     plot_detection_curves(curves, args.output_dir / "denovo_pr.png",
-                          title=f"De novo detection, no aberrant training example (distance to the {args.neighbours}th "
+                          title=f"De novo detection, no aberrant training example (distance to the {index.neighbours}th "
                                 "nearest normal of the predicted class)")
     real = real_structural_check(identifier, index, args)
     print(json.dumps(real["overall"]), json.dumps(real["per_class"], indent=1))
     plot_umap(embedded, args.output_dir / "umap_aberrations.png", args.seed)
-    output = {"identity": args.identity, "neighbours": args.neighbours, "index_size": len(index.classes),
+    output = {"identity": args.identity, "neighbours": index.neighbours, "index_size": len(index.classes),
               "synthesized_validation": results, "real_structural": real}
     (args.output_dir / "denovo.json").write_text(json.dumps(output, indent=2))
 
