@@ -1,9 +1,10 @@
 """Small-scale reproduction of the paper's Fig. 2A: softmax ViT, Performer, TopViT and a CNN baseline
 trained on the same crops for the same number of steps (a shared machine makes wall-clock budgets
 unequal), then scored on the same validation split, with their training time and CPU inference cost.
-Writes a markdown table and JSON to --output-dir. Arguments it does not know go to train_chromid.py.
+Writes a markdown table and JSON to --output-dir. Each variant is trained by train/train_chromid.py (in a
+subprocess); arguments this script does not know go to it.
 
-    python train/compare_chromid.py --steps 1327 --threads 1 --output-dir runs/compare --stem-blocks 0 \
+    python benchmarks/compare_chromid.py --steps 1327 --threads 1 --output-dir runs/compare --stem-blocks 0 \
         --image-size 64 32 --layers 4 --patch-size 8 --hidden-size 64 --mlp-size 128    # the README's table
 """
 
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+TRAIN_CHROMID = Path(__file__).resolve().parents[1] / "train" / "train_chromid.py"
 VARIANTS = ("softmax", "performer", "topvit", "resnet")
 
 
@@ -53,7 +55,7 @@ def main() -> None:
     for variant in args.variants:
         run_dir = args.output_dir / variant
         if not (run_dir / "metrics.json").exists():
-            command = [sys.executable, str(Path(__file__).with_name("train_chromid.py")), "--variant", variant,
+            command = [sys.executable, str(TRAIN_CHROMID), "--variant", variant,
                        "--max-steps", str(args.steps), "--threads", str(args.threads), "--output-dir", str(run_dir), *extra]
             if args.train_limit:
                 command += ["--train-limit", str(args.train_limit)]

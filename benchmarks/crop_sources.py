@@ -24,20 +24,19 @@ from torchvision.ops import box_iou
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
 import karyohf  # noqa: F401  (registers the Auto classes)
-from karyohf.aberrations import aberration_probabilities
+from karyohf.aberrations import SHIPPED_HEADS, aberration_probabilities, head_folder, screened_chromosomes
 from karyohf.crops import cell_scale, extract_chromosome
 from karyohf.cytogenetics import CHROMOSOMES
 from karyohf.data import validation_metaphases
 from karyohf.detection import ChromosomeDetector
 from karyohf.identification import ChromosomeIdentifier
 from karyohf.images import as_gray_uint8
-from karyohf.pipeline import KaryotypePipeline, resolve_checkpoints
+from karyohf.pipeline import resolve_checkpoints
 from karyohf.segmentation import ThresholdSegmenter
 
 CHECKPOINTS = resolve_checkpoints()
-# The shipped heads and the chromosomes each screens, read from the heads' own labels.
-HEADS = {head.name: tuple(sorted(head.screened, key=CHROMOSOMES.index))
-         for head in KaryotypePipeline.from_pretrained(CHECKPOINTS).heads}
+# The shipped heads' folders and the chromosomes each screens.
+HEADS = {head_folder(name): screened_chromosomes(name) for name in SHIPPED_HEADS}
 THRESHOLD = 0.5  # P(aberrant) above which a head calls a chromosome aberrant
 SOURCES = ("annotated box, cut alone", "annotated box, metaphase mask", "detected box, cut alone",
            "detected box, metaphase mask")

@@ -18,16 +18,15 @@ import torch
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
 import karyohf  # noqa: F401  (registers the Auto classes)
-from karyohf.aberrations import aberration_probabilities
+from karyohf.aberrations import SHIPPED_HEADS, aberration_probabilities, head_folder, screened_chromosomes
 from karyohf.crops import karyogram_crops, metaphase_crops
 from karyohf.cytogenetics import CHROMOSOMES
 from karyohf.data import load_karyogram_crops, load_metaphases, split_karyogram_crops, split_metaphases
-from karyohf.pipeline import KaryotypePipeline, resolve_checkpoints
+from karyohf.pipeline import resolve_checkpoints
 
 CHECKPOINTS = resolve_checkpoints()
-# The shipped heads and the chromosomes each screens, read from the heads' own labels.
-HEADS = {head.name: tuple(sorted(head.screened, key=CHROMOSOMES.index))
-         for head in KaryotypePipeline.from_pretrained(CHECKPOINTS).heads}
+# The shipped heads' folders and the chromosomes each screens.
+HEADS = {head_folder(name): screened_chromosomes(name) for name in SHIPPED_HEADS}
 THRESHOLD = 0.5  # P(aberrant) above which a head calls a chromosome aberrant
 
 

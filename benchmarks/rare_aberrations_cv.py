@@ -1,12 +1,13 @@
 """The paper's Fig. 4A/B: rare aberrations, fewer than 50 examples each, scored by 10-fold cross-validation.
 
-For each derivative of t(9;11), inv(16), inv(3) and t(11;19): a pool of `--per-class` aberrant and as many normal
-chromosomes (from both sides of the by-case split), folded by case with `GroupKFold` so no case is on both sides of
-a fold; in each fold a head finetuned from the identity model on the other nine folds scores the held-out one.
-Writes <output-dir>/rare_aberrations_cv.json and rare_aberrations_cv.png (box plots of PR-AUC and ROC-AUC).
+For each derivative of t(9;11), inv(16), inv(3) and t(11;19) (`--aberrations`): a pool of `--per-class` aberrant and
+as many normal chromosomes (from both sides of the by-case split), folded by case with `GroupKFold` so no case is on
+both sides of a fold; in each fold a head finetuned from the identity model on the other nine folds scores the
+held-out one. Writes <output-dir>/rare_aberrations_cv.json and rare_aberrations_cv.png (box plots of PR-AUC and
+ROC-AUC).
 
     python train/make_aberration_data.py --all    # once
-    python train/rare_aberrations_cv.py --output-dir benchmarks/results
+    python benchmarks/rare_aberrations_cv.py [--output-dir benchmarks/results]
 """
 
 from __future__ import annotations
@@ -20,24 +21,20 @@ import numpy as np
 import torch
 from sklearn.model_selection import GroupKFold
 
-from karyohf.aberrations import (
-    aberration_classifier,
-    aberration_probabilities,
-    balanced_subset,
-    label_names,
-    load_aberration_dataset,
-    train_aberration_classifier,
-)
-from karyohf.aberrations.heads import FINETUNE_LEARNING_RATE
-from karyohf.cytogenetics import get_aberration
-from karyohf.metrics import detection_aucs
+from karyohf.aberrations import aberration_probabilities, label_names
+from karyohf.cytogenetics import CATALOGUE, get_aberration
+from karyohf.head_training import FINETUNE_LEARNING_RATE, aberration_classifier, train_aberration_classifier
+from karyohf.metrics import aberration_aucs
+from karyohf.synthesis import balanced_subset, load_aberration_dataset
 
 RARE = ("t(9;11)", "inv(16)", "inv(3)", "t(11;19)")
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output-dir", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--aberrations", nargs="+", choices=list(CATALOGUE), default=list(RARE),
+                        help="catalogue aberrations to cross-validate, each derivative on its own")
+    parser.add_argument("--output-dir", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--identity", default="checkpoints/topvit-chromid")
     parser.add_argument("--data-dir", type=Path, default=Path("runs/aberrations"))
     parser.add_argument("--per-class", type=int, default=40, help="aberrant examples (and as many normal) per pool")
@@ -61,7 +58,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     args.output_dir.mkdir(parents=True, exist_ok=True)
     results = {}
-    for key in RARE:
+    for key in args.aberrations:
         for target in get_aberration(key).chromosomes:
             names = label_names(key, target)
             examples = pool(key, target, args.per_class, args.data_dir, args.seed)
@@ -75,7 +72,7 @@ def main() -> None:
                 scores = aberration_probabilities(model, processor, test["image"])[:, 1]
                 folds.append({"fold": fold, "test_normal": int((labels[test_index] == 0).sum()),
                               "test_aberrant": int((labels[test_index] == 1).sum()),
-                              **detection_aucs(labels[test_index] == 1, scores)})
+                              **aberration_aucs(labels[test_index] == 1, scores)})
             results[names[1]] = {"chromosome": target, "pool": len(examples), "folds": folds}
             pr = [f["pr_auc"] for f in folds]
             print(f"{names[1]} on {target}: PR-AUC median {np.nanmedian(pr):.3f} "

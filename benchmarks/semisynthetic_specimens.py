@@ -4,7 +4,7 @@
 
 Real normal validation metaphases (held-out specimens) are made aberrant in the image itself: one annotated 5 is
 replaced by its del(5q) derivative, or one 9 and one 22 by der(9) and der(22) of t(9;22), each synthesized from the
-chromosome it replaces (`karyohf.aberrations.synthesize`) and pasted over its mask (`paste_into_metaphase`). Every
+chromosome it replaces (`karyohf.synthesis.synthesize`) and pasted over its mask (`paste_into_metaphase`). Every
 such metaphase then goes through the whole `KaryotypePipeline` (detector, crops, identity, heads) like any other.
 20-cell specimens mix k aberrant cells (clone fraction 10%-100%) with normal ones (the unmodified validation
 metaphases of `benchmarks/cell_calls.py`'s cache); negatives are 20 normal cells. The specimen score is
@@ -23,16 +23,17 @@ import numpy as np
 import torch
 from sklearn.metrics import average_precision_score
 
-from karyohf.aberrations import synthesize
-from karyohf.aberrations.heads import specimen_score
-from karyohf.aberrations.synthesis import paste_into_metaphase
+from karyohf.aberrations import SHIPPED_HEADS, screened_chromosomes, specimen_score
 from karyohf.crops import extract_chromosome
 from karyohf.data import load_metaphases, split_metaphases
 from karyohf.images import as_gray_uint8
 from karyohf.pipeline import KaryotypePipeline
+from karyohf.synthesis import paste_into_metaphase, synthesize
 from cell_calls import read_cache
 
-ABERRATIONS = {"del(5q)": ("5",), "t(9;22)": ("9", "22")}
+# The shipped heads' aberrations and the chromosomes whose derivatives are pasted: del(5q) -> 5, t(9;22) -> 9, 22.
+ABERRATIONS = {key: screened_chromosomes(name) for name, pairs in SHIPPED_HEADS.items()
+               for key in dict.fromkeys(key for key, _ in pairs)}
 FRACTIONS = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
 CELLS_PER_SPECIMEN = 20
 

@@ -8,6 +8,9 @@ real crops are bent too and a straight aberrant chromosome would give itself awa
 
 Everything works in *ink* (255 - grey level): the background is 0, so sampling outside a
 chromosome, blending and rescaling need no special cases.
+
+Two stages read it: the karyogram (which way up a chromosome is, where its centromere sits) and the synthesis of
+aberrant training chromosomes (`karyohf.synthesis`), which cuts and bends along the axis.
 """
 
 from __future__ import annotations
@@ -21,9 +24,9 @@ from scipy.sparse.csgraph import dijkstra
 from scipy.spatial import cKDTree
 from skimage.morphology import skeletonize
 
-from ..cytogenetics import centromere_fraction, normalize_chromosome
-from ..images import as_gray_uint8
-from ..segmentation import segment_in_box
+from .cytogenetics import centromere_fraction, normalize_chromosome
+from .images import as_gray_uint8
+from .segmentation import segment_in_box
 
 # Strip samples per pixel along and across the axis. Sampling the strip at twice the pixel rate
 # (with cubic interpolation) keeps the straighten -> rearrange -> bend round trip from blurring bands.

@@ -17,8 +17,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
-from .aberrations.geometry import OVERSAMPLE, Strip, estimate_centromere, p_arm_up
 from .cytogenetics.classes import CHROMOSOMES, normalize_chromosome
+from .geometry import OVERSAMPLE, Strip, estimate_centromere, p_arm_up
 from .images import as_gray_uint8
 
 # The usual layout of a printed karyogram (Denver groups kept together).

@@ -1,4 +1,5 @@
-"""Identification metrics: top-1, confusion matrix, and the paper's entropy filter (Fig. 2D)."""
+"""Model metrics: identification (top-1, confusion matrix, the paper's entropy filter, Fig. 2D) and aberration
+screening (PR-AUC and ROC-AUC of aberrant against normal chromosomes, their curves)."""
 
 from __future__ import annotations
 
@@ -81,7 +82,7 @@ def plot_entropy_curve(curves: dict[str, dict[str, list[float]]], path) -> None:
     plt.close(figure)
 
 
-def detection_aucs(is_aberrant: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+def aberration_aucs(is_aberrant: np.ndarray, scores: np.ndarray) -> dict[str, float]:
     """PR-AUC (average precision) and ROC-AUC of `scores` ranking aberrant (1) above normal (0) chromosomes;
     NaN where one class is absent (a fold too small to hold both)."""
     from sklearn.metrics import average_precision_score, roc_auc_score
@@ -93,7 +94,7 @@ def detection_aucs(is_aberrant: np.ndarray, scores: np.ndarray) -> dict[str, flo
             "roc_auc": float(roc_auc_score(is_aberrant, scores))}
 
 
-def plot_detection_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path, title: str = "") -> None:
+def plot_aberration_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path, title: str = "") -> None:
     """Precision-recall and ROC curves side by side, one line per {name: (is_aberrant, scores)}, AUCs in the legend."""
     import matplotlib
 
@@ -103,7 +104,7 @@ def plot_detection_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path
 
     figure, (pr_axis, roc_axis) = plt.subplots(1, 2, figsize=(10, 4.5))
     for name, (is_aberrant, scores) in curves.items():
-        aucs = detection_aucs(is_aberrant, scores)
+        aucs = aberration_aucs(is_aberrant, scores)
         precision, recall, _ = precision_recall_curve(is_aberrant, scores)
         false_positive, true_positive, _ = roc_curve(is_aberrant, scores)
         pr_axis.plot(recall, precision, label=f"{name} (PR-AUC {aucs['pr_auc']:.3f})")
@@ -117,3 +118,9 @@ def plot_detection_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
+
+
+# The names these had in karyohf 0.2 (they score aberration screening, not detection); kept for scripts that still
+# use them.
+detection_aucs = aberration_aucs
+plot_detection_curves = plot_aberration_curves

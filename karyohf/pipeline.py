@@ -26,9 +26,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from .aberrations import DeNovoIndex
-from .aberrations.dataset import NORMAL
-from .aberrations.heads import AberrationHead, specimen_score
+from .aberrations import NORMAL, AberrationHead, DeNovoIndex, specimen_score
 from .crops import CANVAS_SIZE, isolate_chromosome, pixel_box, rescale_chromosome
 from .cytogenetics import CHROMOSOMES, get_aberration
 from .detection import ChromosomeDetector

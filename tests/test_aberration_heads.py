@@ -10,19 +10,12 @@ import pytest
 import torch
 from peft import PeftModel
 
-from karyohf.aberrations import (
-    NORMAL,
-    DeNovoIndex,
-    aberration_classifier,
-    aberration_probabilities,
-    dataset_folder,
-    train_aberration_classifier,
-    with_lora,
-)
-from karyohf.aberrations.dataset import dataset_features
+from karyohf.aberrations import NORMAL, DeNovoIndex, aberration_probabilities
 from karyohf.crops import extract_chromosome
-from karyohf.metrics import detection_aucs
-from karyohf.models.topvit import ChromosomeImageProcessor, TopViTForImageClassification
+from karyohf.head_training import aberration_classifier, train_aberration_classifier, with_lora
+from karyohf.metrics import aberration_aucs
+from karyohf.models.topvit import TopViTForImageClassification, TopViTImageProcessor
+from karyohf.synthesis import dataset_features, dataset_folder
 from tests.synthetic import banded_rod
 from tests.test_topvit import tiny_config
 
@@ -36,7 +29,7 @@ def identity_checkpoint(tmp_path_factory):
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("identity")
     TopViTForImageClassification(tiny_config(conv_stem_blocks=1)).save_pretrained(folder)
-    ChromosomeImageProcessor(size={"height": 32, "width": 16}).save_pretrained(folder)
+    TopViTImageProcessor(size={"height": 32, "width": 16}).save_pretrained(folder)
     return folder
 
 
@@ -86,7 +79,7 @@ def test_training_learns_to_separate_normal_from_aberrant(identity_checkpoint):
     after = aberration_probabilities(model, processor, data["image"])
     assert not model.training and np.allclose(after.sum(1), 1.0, atol=1e-5)
     labels = np.asarray(data["label"])
-    assert detection_aucs(labels, after[:, 1])["roc_auc"] > max(0.9, detection_aucs(labels, before)["roc_auc"])
+    assert aberration_aucs(labels, after[:, 1])["roc_auc"] > max(0.9, aberration_aucs(labels, before)["roc_auc"])
     with pytest.raises(ValueError, match="no chromosome crops"):
         aberration_probabilities(model, processor, [])
 
@@ -144,10 +137,10 @@ def test_de_novo_score_is_the_distance_to_the_nth_nearest_normal_of_the_class(tm
         index.score(queries[:, :3], predicted)
 
 
-def test_detection_aucs():
-    assert detection_aucs([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9]) == {"pr_auc": 1.0, "roc_auc": 1.0}
-    assert detection_aucs([0, 1, 0, 1], [0.1, 0.2, 0.8, 0.9])["roc_auc"] == pytest.approx(0.75)  # 3 of 4 pairs
-    assert all(np.isnan(v) for v in detection_aucs([1, 1], [0.2, 0.3]).values())
+def test_aberration_aucs():
+    assert aberration_aucs([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9]) == {"pr_auc": 1.0, "roc_auc": 1.0}
+    assert aberration_aucs([0, 1, 0, 1], [0.1, 0.2, 0.8, 0.9])["roc_auc"] == pytest.approx(0.75)  # 3 of 4 pairs
+    assert all(np.isnan(v) for v in aberration_aucs([1, 1], [0.2, 0.3]).values())
 
 
 def test_train_aberration_script_writes_a_loadable_head(identity_checkpoint, tmp_path, monkeypatch):
@@ -171,8 +164,8 @@ def test_train_aberration_script_writes_a_loadable_head(identity_checkpoint, tmp
     assert AutoModelForImageClassification.from_pretrained(output).config.id2label[1] == "del(5q)"
 
 
-def test_curve_and_cross_validation_scripts_write_their_figures(identity_checkpoint, tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "train"))
+def test_curve_and_cross_validation_benchmarks_write_their_figures(identity_checkpoint, tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
     import aberration_curves
     import rare_aberrations_cv
 
@@ -182,8 +175,8 @@ def test_curve_and_cross_validation_scripts_write_their_figures(identity_checkpo
             rods_dataset(12, seed).save_to_disk(str(dataset_folder(data_dir, key, target) / split))
     common = ["--identity", str(identity_checkpoint), "--data-dir", str(data_dir), "--output-dir", str(tmp_path)]
 
-    monkeypatch.setattr(aberration_curves, "TARGETS", (("del(5q)", "5"),))
-    monkeypatch.setattr(sys, "argv", ["aberration_curves.py", *common, "--sizes", "4", "8", "--steps", "2"])
+    monkeypatch.setattr(sys, "argv", ["aberration_curves.py", *common, "--heads", "del5q", "--sizes", "4", "8",
+                                      "--steps", "2"])
     aberration_curves.main()
     curves = json.loads((tmp_path / "aberration_curves.json").read_text())
     assert {(r["examples"], r["init"]) for r in curves["summary"]} == {(4, "finetuned"), (4, "scratch"),
@@ -191,9 +184,8 @@ def test_curve_and_cross_validation_scripts_write_their_figures(identity_checkpo
     assert next(r for r in curves["summary"] if r["examples"] == 4)["seeds"] == 2
     assert (tmp_path / "aberration_curves.png").is_file()
 
-    monkeypatch.setattr(rare_aberrations_cv, "RARE", ("inv(3)",))
-    monkeypatch.setattr(sys, "argv", ["rare_aberrations_cv.py", *common, "--per-class", "6", "--folds", "3",
-                                      "--steps", "2"])
+    monkeypatch.setattr(sys, "argv", ["rare_aberrations_cv.py", *common, "--aberrations", "inv(3)", "--per-class", "6",
+                                      "--folds", "3", "--steps", "2"])
     rare_aberrations_cv.main()
     folds = json.loads((tmp_path / "rare_aberrations_cv.json").read_text())["results"]["inv(3)"]["folds"]
     assert len(folds) == 3 and sum(f["test_normal"] + f["test_aberrant"] for f in folds) == 12
@@ -201,7 +193,7 @@ def test_curve_and_cross_validation_scripts_write_their_figures(identity_checkpo
 
 
 def test_balanced_subset_draws_each_label_equally_and_reproducibly():
-    from karyohf.aberrations import balanced_subset
+    from karyohf.synthesis import balanced_subset
 
     data = rods_dataset(16)
     subset = balanced_subset(data, 3, seed=4)
@@ -209,3 +201,46 @@ def test_balanced_subset_draws_each_label_equally_and_reproducibly():
     assert subset["cell_id"] == balanced_subset(data, 3, seed=4)["cell_id"]
     with pytest.raises(ValueError, match="asked for 9"):
         balanced_subset(data, 9)
+
+
+def test_screening_imports_no_training_code():
+    """The pipeline and the aberration stage load without the training side (synthesis, head training, Trainer,
+    peft), which lives apart and imports them, never the reverse."""
+    import subprocess
+
+    script = ("import sys, karyohf, karyohf.aberrations, karyohf.pipeline\n"
+              "print(' '.join(sorted(m for m in sys.modules if m.startswith(('karyohf', 'peft', 'transformers.trainer'"
+              ")))))")
+    loaded = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                            cwd=Path(__file__).resolve().parents[1]).stdout.split()
+    assert "karyohf.aberrations.heads" in loaded and "karyohf.pipeline" in loaded
+    training = {"karyohf.synthesis", "karyohf.head_training", "karyohf.training", "karyohf.augmentation", "peft",
+                "transformers.trainer"}
+    assert not training & set(loaded), sorted(training & set(loaded))
+
+
+def test_names_that_moved_out_of_the_aberration_stage_still_resolve_there():
+    import karyohf.aberrations as aberrations
+    import karyohf.geometry
+    import karyohf.head_training
+    import karyohf.synthesis
+
+    for name, home in (("synthesize", karyohf.synthesis), ("load_aberration_dataset", karyohf.synthesis),
+                       ("with_lora", karyohf.head_training), ("p_arm_up", karyohf.geometry)):
+        with pytest.warns(DeprecationWarning, match=f"moved to {home.__name__}.{name}"):
+            assert getattr(aberrations, name) is getattr(home, name)
+        assert name not in aberrations.__all__
+    with pytest.raises(AttributeError, match="no_such_name"):
+        aberrations.no_such_name  # noqa: B018
+
+
+def test_the_registry_names_each_shipped_head_its_labels_and_folder():
+    from karyohf.aberrations import SHIPPED_HEADS, head_folder, head_labels, label_target, screened_chromosomes
+
+    assert head_labels("t9-22") == ["normal", "der(9)t(9;22)", "der(22)t(9;22)"]
+    assert head_labels("del5q") == ["normal", "del(5q)"] and head_folder("del5q") == "topvit-del5q"
+    assert screened_chromosomes("t9-22") == ("9", "22")
+    for name, pairs in SHIPPED_HEADS.items():  # labels and pairs are each other's inverse
+        assert [label_target(label) for label in head_labels(name)[1:]] == list(pairs)
+    with pytest.raises(KeyError, match="no shipped aberration head 'inv3'"):
+        head_labels("inv3")

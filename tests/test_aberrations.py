@@ -11,17 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from karyohf.aberrations import (
-    estimate_centromere,
-    label_names,
-    medial_axis,
-    p_arm_up,
-    resample_normal,
-    straighten,
-    synthesize,
-)
-from karyohf.aberrations.dataset import aberration_dataset
-from karyohf.aberrations.geometry import OVERSAMPLE, chromosome_mask
+from karyohf.aberrations import label_names
 from karyohf.crops import CANVAS_SIZE, extract_chromosome
 from karyohf.cytogenetics import (
     band_at,
@@ -31,6 +21,8 @@ from karyohf.cytogenetics import (
     get_aberration,
     stain_intensity,
 )
+from karyohf.geometry import OVERSAMPLE, chromosome_mask, estimate_centromere, medial_axis, p_arm_up, straighten
+from karyohf.synthesis import aberration_dataset, resample_normal, synthesize
 
 PX_PER_MB = 0.8  # chromosome 5 (181 Mb) is 145 px long, 22 (51 Mb) 41 px
 
@@ -294,7 +286,7 @@ def test_orientation_is_read_off_the_centromere_for_crops_cut_from_metaphases(mo
     left to `synthesize` to estimate (`p_arm_up=None`), also when either piece of a translocation is one."""
     import datasets
 
-    from karyohf.aberrations import dataset as dataset_module
+    from karyohf.synthesis import dataset as dataset_module
 
     orientations = []
 

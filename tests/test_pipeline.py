@@ -8,15 +8,15 @@ import pytest
 import torch
 from PIL import Image
 
-from karyohf.aberrations.heads import OPERATING_POINT_FILE, AberrationHead
+from karyohf.aberrations import OPERATING_POINT_FILE, AberrationHead
 from karyohf.cli import main
 from karyohf.cytogenetics import CHROMOSOMES
 from karyohf.detection.boxes import Detections
 from karyohf.identification import ChromosomeIdentifier, Identification
 from karyohf.images import ImageError, load_metaphase
 from karyohf.karyotype import validate_karyotype
-from karyohf.models.centernet import CenterNetConfig, CenterNetForObjectDetection, MetaphaseImageProcessor
-from karyohf.models.topvit import ChromosomeImageProcessor, TopViTConfig, TopViTForImageClassification
+from karyohf.models.centernet import CenterNetConfig, CenterNetForObjectDetection, CenterNetImageProcessor
+from karyohf.models.topvit import TopViTConfig, TopViTForImageClassification, TopViTImageProcessor
 from karyohf.pipeline import KaryotypePipeline, resolve_checkpoints
 
 from tests.synthetic import banded_rod, metaphase_with
@@ -29,7 +29,7 @@ def tiny_topvit(folder, labels=None):
     config = TopViTConfig(image_size=(32, 16), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                           intermediate_size=32, **extra)
     TopViTForImageClassification(config).save_pretrained(folder)
-    ChromosomeImageProcessor(size={"height": 32, "width": 16}).save_pretrained(folder)
+    TopViTImageProcessor(size={"height": 32, "width": 16}).save_pretrained(folder)
 
 
 def tiny_detector(folder):
@@ -37,7 +37,7 @@ def tiny_detector(folder):
     model = CenterNetForObjectDetection(CenterNetConfig(image_size=64, stage_channels=(8, 16), stage_blocks=(1, 0),
                                                         neck_channels=8, head_channels=8))
     model.save_pretrained(folder)
-    MetaphaseImageProcessor(size=64).save_pretrained(folder)
+    CenterNetImageProcessor(size=64).save_pretrained(folder)
 
 
 @pytest.fixture(scope="module")
@@ -333,7 +333,7 @@ def test_specimen_score_counts_called_cells_then_the_second_best():
 
 
 def test_a_chromosome_pasted_into_a_metaphase_replaces_the_original_only():
-    from karyohf.aberrations import paste_into_metaphase
+    from karyohf.synthesis import paste_into_metaphase
     from karyohf.crops import extract_chromosome
 
     image, boxes = synthetic_metaphase(4)

@@ -9,11 +9,12 @@ import torch
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
 import karyohf  # noqa: F401  (registers the Auto classes)
-from karyohf.aberrations import aberration_probabilities, synthesize
+from karyohf.aberrations import SHIPPED_HEADS, aberration_probabilities, head_folder, head_labels
 from karyohf.crops import extract_chromosome
 from karyohf.detection import ChromosomeDetector
 from karyohf.detection.evaluation import count_matches
-from karyohf.metrics import detection_aucs
+from karyohf.metrics import aberration_aucs
+from karyohf.synthesis import synthesize
 
 CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
 torch.set_num_threads(2)
@@ -97,7 +98,7 @@ def test_shipped_del5q_head_separates_synthesized_deletions_from_real_fives(held
     assert model.config.id2label == {0: "normal", 1: "del(5q)"}
     images, labels = normal_and_aberrant(held_out_crops["5"], "del(5q)", "5")
     scores = aberration_probabilities(model, processor, images)[:, 1]
-    assert detection_aucs(labels, scores)["roc_auc"] > 0.85
+    assert aberration_aucs(labels, scores)["roc_auc"] > 0.85
 
 
 def test_shipped_t9_22_head_separates_both_derivatives(held_out_crops):
@@ -111,4 +112,16 @@ def test_shipped_t9_22_head_separates_both_derivatives(held_out_crops):
         count = min(15, len(crops) // 2, len(partners))
         images, labels = normal_and_aberrant(crops, "t(9;22)", target, partners, count)
         scores = aberration_probabilities(model, processor, images)[:, column]
-        assert detection_aucs(labels, scores)["roc_auc"] > 0.85, target
+        assert aberration_aucs(labels, scores)["roc_auc"] > 0.85, target
+
+
+@pytest.mark.parametrize("name", SHIPPED_HEADS)
+def test_each_shipped_head_is_what_the_registry_says(name):
+    """`SHIPPED_HEADS` (what train_aberration.py trains, what the benchmarks measure) and the shipped folders agree;
+    the pipeline reads the same chromosomes from the head's own labels."""
+    from karyohf.aberrations import AberrationHead, screened_chromosomes
+
+    folder = checkpoint(head_folder(name))
+    head = AberrationHead.from_pretrained(folder)
+    assert head.label_names == head_labels(name)
+    assert head.screened == set(screened_chromosomes(name))

@@ -12,7 +12,7 @@ Writes <output-dir>/adapter (adapter_config.json, adapter_model.safetensors), <o
 checkpoint with its processor) and metrics.json (PR-AUC and ROC-AUC on held-out cases). Load the adapter back:
 
     from peft import PeftModel
-    from karyohf.aberrations import aberration_classifier
+    from karyohf.head_training import aberration_classifier
     base, processor = aberration_classifier(["normal", "inv(3)"], "checkpoints/topvit-chromid")
     model = PeftModel.from_pretrained(base, "runs/lora-inv3/adapter")      # or base.load_adapter(...)
     merged = model.merge_and_unload()                                       # a plain TopViTForImageClassification
@@ -28,16 +28,10 @@ import numpy as np
 from peft import PeftModel
 from transformers import set_seed
 
-from karyohf.aberrations import (
-    aberration_classifier,
-    aberration_probabilities,
-    balanced_subset,
-    label_names,
-    load_aberration_dataset,
-    train_aberration_classifier,
-    with_lora,
-)
-from karyohf.metrics import detection_aucs
+from karyohf.aberrations import aberration_probabilities, label_names
+from karyohf.head_training import aberration_classifier, train_aberration_classifier, with_lora
+from karyohf.metrics import aberration_aucs
+from karyohf.synthesis import balanced_subset, load_aberration_dataset
 
 
 def parse_args() -> argparse.Namespace:
@@ -83,7 +77,7 @@ def main() -> None:
     merged_scores = aberration_probabilities(merged, processor, images)[:, 1]
     metrics = {"aberration": names[1], "chromosome": args.target, "examples": len(train), "rank": args.rank,
                "trainable_parameters": trainable, "steps": args.steps,
-               **detection_aucs(np.asarray(validation["label"]) == 1, scores),
+               **aberration_aucs(np.asarray(validation["label"]) == 1, scores),
                "max_abs_difference_merged": float(np.abs(scores - merged_scores).max())}
     (args.output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     print(json.dumps(metrics, indent=2))

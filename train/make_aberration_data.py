@@ -1,7 +1,7 @@
 """Build the normal-vs-aberrant datasets per target chromosome and the realism contact sheet.
 
 Each dataset pairs real normal crops of one chromosome (karyogram crops and crops cut from
-metaphases) with aberrant ones synthesized from other real crops (`karyohf.aberrations`), on both
+metaphases) with aberrant ones synthesized from other real crops (`karyohf.synthesis`), on both
 sides of the split (by case and specimen), and is saved
 with `Dataset.save_to_disk` as <output-dir>/<name>/<split>, the name made
 shell-safe (der(9)t(9;22) -> der_9_t_9_22). The contact sheet shows, for every
@@ -17,13 +17,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from karyohf.aberrations import aberration_dataset, label_names
-from karyohf.aberrations.dataset import contact_sheet, dataset_folder
+from karyohf.aberrations import SHIPPED_HEADS, label_names
 from karyohf.cytogenetics import CATALOGUE
 from karyohf.data import load_karyogram_crops, split_karyogram_crops
+from karyohf.synthesis import aberration_dataset, contact_sheet, dataset_folder
 
-# The paper's main heads: del(5q) on 5, and the two derivatives of t(9;22).
-DEFAULT_TARGETS = (("del(5q)", "5"), ("t(9;22)", "9"), ("t(9;22)", "22"))
+# The shipped heads' targets (the paper's main heads): del(5q) on 5, and the two derivatives of t(9;22).
+DEFAULT_TARGETS = tuple(pair for pairs in SHIPPED_HEADS.values() for pair in pairs)
 
 
 def parse_args() -> argparse.Namespace:

@@ -22,29 +22,24 @@ import numpy as np
 import torch
 from transformers import set_seed
 
-from karyohf.aberrations import (
-    NORMAL,
+from karyohf.aberrations import SHIPPED_HEADS, aberration_probabilities, head_label_names
+from karyohf.cards import write_model_card
+from karyohf.head_training import (
+    FINETUNE_LEARNING_RATE,
+    SCRATCH_LEARNING_RATE,
     aberration_classifier,
-    aberration_probabilities,
-    label_names,
-    load_aberration_dataset,
     train_aberration_classifier,
 )
-from karyohf.aberrations.heads import FINETUNE_LEARNING_RATE, SCRATCH_LEARNING_RATE
-from karyohf.cards import write_model_card
-from karyohf.metrics import detection_aucs, plot_detection_curves
+from karyohf.metrics import aberration_aucs, plot_aberration_curves
+from karyohf.synthesis import load_aberration_dataset
 
-# The shipped heads: (aberration, target chromosome) pairs each learns.
-HEADS = {
-    "del5q": [("del(5q)", "5")],
-    "t9-22": [("t(9;22)", "9"), ("t(9;22)", "22")],
-}
 TARGET_PR_AUC = 0.95
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--head", choices=sorted(HEADS), required=True)
+    parser.add_argument("--head", choices=sorted(SHIPPED_HEADS), required=True,
+                        help="a shipped head (karyohf.aberrations.SHIPPED_HEADS): which pairs it learns")
     parser.add_argument("--output-dir", type=Path, required=True)
     parser.add_argument("--identity", default="checkpoints/topvit-chromid", help="identity checkpoint to start from")
     parser.add_argument("--scratch", action="store_true", help="random initialisation with the identity geometry")
@@ -60,7 +55,7 @@ def parse_args() -> argparse.Namespace:
 
 def head_datasets(pairs, split: str, data_dir: Path) -> tuple[datasets.Dataset, list[str]]:
     """One dataset for every (aberration, target) pair, relabelled to the head's labels: normal + each derivative."""
-    names = [NORMAL] + [label_names(key, target)[1] for key, target in pairs]
+    names = head_label_names(pairs)
     parts = []
     for index, (key, target) in enumerate(pairs, start=1):
         part = load_aberration_dataset(target, key, split, data_dir)
@@ -75,7 +70,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     set_seed(args.seed)
-    pairs = HEADS[args.head]
+    pairs = SHIPPED_HEADS[args.head]
     train, names = head_datasets(pairs, "train", args.data_dir)
     learning_rate = args.learning_rate or (SCRATCH_LEARNING_RATE if args.scratch else FINETUNE_LEARNING_RATE)
     model, processor = aberration_classifier(names, args.identity, pretrained=not args.scratch)
@@ -95,10 +90,10 @@ def main() -> None:
         is_aberrant = np.asarray(validation["label"]) == 1
         name = names[index]
         results[name] = {"chromosome": target, "normal": int((~is_aberrant).sum()), "aberrant": int(is_aberrant.sum()),
-                         **detection_aucs(is_aberrant, probabilities[:, index]),
+                         **aberration_aucs(is_aberrant, probabilities[:, index]),
                          "accuracy": float((probabilities.argmax(1) == np.where(is_aberrant, index, 0)).mean())}
         curves[f"{name} on {target}"] = (is_aberrant, probabilities[:, index])
-    plot_detection_curves(curves, args.output_dir / "pr_roc.png", title=args.output_dir.name)
+    plot_aberration_curves(curves, args.output_dir / "pr_roc.png", title=args.output_dir.name)
     metrics = {"head": args.head, "labels": names, "initialised_from": "random" if args.scratch else args.identity,
                "steps": args.steps, "learning_rate": learning_rate, "training_examples": len(train),
                "training_minutes": round(minutes, 1), "device": f"cpu x{torch.get_num_threads()}", "validation": results}

@@ -1,48 +1,53 @@
-"""Aberration synthesis: cytogenetically exact aberrant chromosomes made from real normal ones.
+"""The aberration stage of the pipeline: screening identified chromosomes for structural aberrations.
 
-`synthesize` builds the derivative chromosome of a catalogue aberration from a real crop (and a
-real partner for translocations), `paste_into_metaphase` puts one back into a metaphase;
-`aberration_dataset` pairs real normal crops with synthesized aberrant ones, split by case;
-`AberrationHead` is a trained head as the pipeline runs it; `geometry` measures chromosomes along
-their medial axis.
+`AberrationHead` is a trained head as the pipeline runs it: a TopViT classifier whose labels ("normal", then the
+aberrations it knows; `labels`) say which chromosomes it screens, with one score per aberration per cell and the
+operating point it is called at. `DeNovoIndex` is the zero-shot screen: how far a chromosome's embedding lies from
+the normal ones of its class. `SHIPPED_HEADS` lists the heads the project trains and ships.
+
+Inference only. The training side lives apart and imports this package, never the reverse: aberrant training
+chromosomes and datasets in `karyohf.synthesis`, head finetuning and LoRA in `karyohf.head_training`, chromosome
+geometry in `karyohf.geometry`.
 """
 
-from .dataset import NORMAL, aberration_dataset, balanced_subset, dataset_folder, label_names, load_aberration_dataset
-from .geometry import Centromere, MedialAxis, Strip, estimate_centromere, medial_axis, p_arm_up, straighten
+import importlib
+import warnings
+
 from .denovo import DeNovoIndex
-from .heads import (
-    AberrationHead,
-    aberration_classifier,
-    aberration_probabilities,
-    specimen_score,
-    train_aberration_classifier,
-    with_lora,
-)
-from .synthesis import SynthesizedChromosome, paste_into_metaphase, resample_normal, synthesize
+from .heads import OPERATING_POINT_FILE, AberrationHead, aberration_probabilities, specimen_score
+from .labels import NORMAL, head_label_names, label_names, label_target
+from .registry import SHIPPED_HEADS, head_folder, head_labels, screened_chromosomes
 
 __all__ = [
+    "NORMAL",
+    "OPERATING_POINT_FILE",
+    "SHIPPED_HEADS",
     "AberrationHead",
     "DeNovoIndex",
-    "NORMAL",
-    "aberration_classifier",
     "aberration_probabilities",
-    "balanced_subset",
-    "dataset_folder",
-    "load_aberration_dataset",
-    "paste_into_metaphase",
-    "specimen_score",
-    "train_aberration_classifier",
-    "with_lora",
-    "Centromere",
-    "MedialAxis",
-    "Strip",
-    "SynthesizedChromosome",
-    "aberration_dataset",
-    "estimate_centromere",
+    "head_folder",
+    "head_label_names",
+    "head_labels",
     "label_names",
-    "medial_axis",
-    "p_arm_up",
-    "resample_normal",
-    "straighten",
-    "synthesize",
+    "label_target",
+    "screened_chromosomes",
+    "specimen_score",
 ]
+
+# Names this package exported before the training side moved out (karyohf 0.2). They still resolve, on first use
+# only (so screening imports no training code), with a DeprecationWarning naming their new home.
+_MOVED = {
+    **dict.fromkeys(("SynthesizedChromosome", "paste_into_metaphase", "resample_normal", "synthesize",
+                     "aberration_dataset", "balanced_subset", "dataset_folder", "load_aberration_dataset"),
+                    "karyohf.synthesis"),
+    **dict.fromkeys(("aberration_classifier", "train_aberration_classifier", "with_lora"), "karyohf.head_training"),
+    **dict.fromkeys(("Centromere", "MedialAxis", "Strip", "estimate_centromere", "medial_axis", "p_arm_up",
+                     "straighten"), "karyohf.geometry"),
+}
+
+
+def __getattr__(name: str):
+    if name not in _MOVED:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    warnings.warn(f"karyohf.aberrations.{name} moved to {_MOVED[name]}.{name}", DeprecationWarning, stacklevel=2)
+    return getattr(importlib.import_module(_MOVED[name]), name)

@@ -1,6 +1,6 @@
 """Aberrant chromosomes made from real ones by the band arithmetic of the aberration.
 
-A real crop is straightened along its medial axis (`geometry`), cut where the hg38 breakpoint
+A real crop is straightened along its medial axis (`karyohf.geometry`), cut where the hg38 breakpoint
 fractions fall along its arc length (anchored at the centromere estimated from its width
 profile), the derivative's segments are laid end to end (reversed for inversions, taken from a
 real partner chromosome for translocations), and the result is bent back along the source's own
@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from .. import geometry
 from ..crops import extract_chromosome
 from ..cytogenetics import (
     Aberration,
@@ -30,9 +31,8 @@ from ..cytogenetics import (
     get_aberration,
     normalize_chromosome,
 )
+from ..geometry import OVERSAMPLE, Centromere, MedialAxis, Strip
 from ..images import as_gray_uint8
-from . import geometry
-from .geometry import OVERSAMPLE, Centromere, MedialAxis, Strip
 
 # Half-length of the cross-fade at a seam, in pixels; pieces carry PAD pixels beyond their cuts.
 SEAM_BLEND = 2.0

@@ -22,40 +22,12 @@ import datasets
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..aberrations.labels import NORMAL, label_names
 from ..augmentation import augment_crop
 from ..crops import extract_chromosome
 from ..cytogenetics import CATALOGUE, CHROMOSOMES, get_aberration, normalize_chromosome
 from ..data import chromosome_crops
-from .synthesis import resample_normal, synthesize
-
-NORMAL = "normal"
-
-
-def label_names(aberration_key: str, target_chromosome: int | str) -> list[str]:
-    """["normal", name]: name is the key ("del(5q)", "inv(16)") or, for a translocation, the
-    derivative on the target ("der(9)t(9;22)", "der(22)t(9;22)")."""
-    aberration = get_aberration(aberration_key)
-    target = normalize_chromosome(target_chromosome)
-    if target not in aberration.chromosomes:
-        involved = " and ".join(aberration.chromosomes)
-        raise ValueError(f"{aberration.key} involves chromosome(s) {involved}, not chromosome {target}")
-    name = f"der({target}){aberration.key}" if aberration.kind == "translocation" else aberration.key
-    return [NORMAL, name]
-
-
-def label_target(name: str) -> tuple[str, str]:
-    """(catalogue key, screened chromosome) of a head's aberrant label, the inverse of `label_names`:
-    "del(5q)" -> ("del(5q)", "5"), "der(22)t(9;22)" -> ("t(9;22)", "22")."""
-    match = re.fullmatch(r"der\((\w+)\)(.+)", name)
-    aberration = get_aberration(match.group(2) if match else name)
-    if match:
-        chromosome = normalize_chromosome(match.group(1))
-        if chromosome not in aberration.chromosomes or aberration.kind != "translocation":
-            raise ValueError(f"{name!r}: {aberration.key} makes no derivative of chromosome {chromosome}")
-        return aberration.key, chromosome
-    if aberration.kind == "translocation":
-        raise ValueError(f"{name!r}: a translocation head's labels name their derivative, e.g. der(9){aberration.key}")
-    return aberration.key, aberration.chromosomes[0]
+from .chromosomes import resample_normal, synthesize
 
 
 def dataset_folder(data_dir: str | os.PathLike, aberration_key: str, target_chromosome: int | str) -> Path:
