@@ -15,14 +15,17 @@ from __future__ import annotations
 import json
 import os
 import string
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-# Templates live in the repository, beside the package: present in a checkout (and an editable install), absent
-# from an installed wheel. $KARYOHF_CARD_TEMPLATES points elsewhere.
+# The templates are package data: the repository keeps them in its top-level hub_cards/ folder, which pyproject.toml
+# maps into the package as `karyohf.hub_cards` (in a wheel and in an editable install alike).
+# $KARYOHF_CARD_TEMPLATES points elsewhere.
 TEMPLATES_VARIABLE = "KARYOHF_CARD_TEMPLATES"
-TEMPLATES = Path(__file__).resolve().parents[1] / "hub_cards"
+TEMPLATES_PACKAGE = "karyohf.hub_cards"
 # The organisation the card's loading snippets name when a script does not pass `repo_id` (train_chromid's default).
 HUB_ORGANISATION = "karyohf"
 
@@ -74,22 +77,31 @@ class CardTemplateError(FileNotFoundError):
     """A model-card template is not where karyohf looked for it."""
 
 
-def templates_folder() -> Path:
-    """$KARYOHF_CARD_TEMPLATES, else hub_cards/ beside the package (a checkout of the karyohf repository)."""
-    return Path(os.environ.get(TEMPLATES_VARIABLE) or TEMPLATES).expanduser()
+def templates_folder() -> Traversable:
+    """$KARYOHF_CARD_TEMPLATES, else the templates installed with karyohf (`karyohf.hub_cards`)."""
+    if os.environ.get(TEMPLATES_VARIABLE):
+        return Path(os.environ[TEMPLATES_VARIABLE]).expanduser()
+    try:
+        return files(TEMPLATES_PACKAGE)
+    except ModuleNotFoundError as error:
+        raise CardTemplateError(
+            f"model-card templates not found: {TEMPLATES_PACKAGE} is not importable. They are the repository's "
+            f"hub_cards/ folder, installed as package data (pip install ., or pip install -e . in a checkout); this "
+            f"karyohf runs from a source tree that was not installed. Set ${TEMPLATES_VARIABLE} to a folder holding "
+            f"the templates.") from error
 
 
-def template_path(template: str) -> Path:
-    """hub_cards/<template>.md, or an error saying which folder or file is missing and how to point at one."""
+def template_path(template: str) -> Traversable:
+    """<templates>/<template>.md, or an error saying which folder or file is missing and how to point at one."""
     folder = templates_folder()
     if not folder.is_dir():
         raise CardTemplateError(
-            f"model-card templates not found: no folder {folder}. They are the repository's hub_cards/ folder, which "
-            f"an installed karyohf (outside a checkout) does not carry; set ${TEMPLATES_VARIABLE} to a folder holding "
-            f"{template}.md, or run from a checkout of the karyohf repository.")
+            f"model-card templates not found: no folder {folder}. karyohf's own are the repository's hub_cards/ "
+            f"folder, installed with the package ({TEMPLATES_PACKAGE}); set ${TEMPLATES_VARIABLE} to a folder holding "
+            f"{template}.md.")
     path = folder / f"{template}.md"
     if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in folder.glob("*.md"))) or "none"
+        known = ", ".join(sorted(p.name[: -len(".md")] for p in folder.iterdir() if p.name.endswith(".md"))) or "none"
         raise CardTemplateError(f"no model-card template {template!r}: {path} does not exist (templates in {folder}: "
                                 f"{known}).")
     return path

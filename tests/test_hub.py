@@ -169,6 +169,21 @@ def test_template_lookup_errors_name_what_is_missing(tmp_path, monkeypatch):
     assert ModelCard.load(cards.write_model_card(tmp_path, "mine", name="x")).text.strip() == "# x"
 
 
+def test_templates_are_package_data_and_every_package_is_installed():
+    """The templates load through importlib.resources from `karyohf.hub_cards`, which pyproject.toml maps to the
+    repository's hub_cards/ folder; the explicit package list (needed for that mapping) holds every package."""
+    import tomllib
+
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    on_disk = {".".join(init.parent.relative_to(ROOT).parts) for init in (ROOT / "karyohf").rglob("__init__.py")}
+    assert set(setuptools["packages"]) == on_disk | {cards.TEMPLATES_PACKAGE}
+    assert setuptools["package-dir"] == {cards.TEMPLATES_PACKAGE: "hub_cards"}
+    assert setuptools["package-data"][cards.TEMPLATES_PACKAGE] == ["*.md"]
+    assert Path(str(cards.templates_folder())).resolve() == (ROOT / "hub_cards").resolve()  # the editable install
+    assert {path.name for path in cards.templates_folder().iterdir() if path.name.endswith(".md")} == {
+        f"{template}.md" for template in TEMPLATES}
+
+
 # --- push --------------------------------------------------------------------------------------------------------
 
 
