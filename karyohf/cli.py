@@ -63,11 +63,26 @@ def write_outputs(specimen, output: Path) -> None:
         cell.overlay().save(output / f"{stem}_overlay.png")
 
 
+def checkpoints_folder(args: argparse.Namespace) -> Path | None:
+    """The folder of checkpoints `--checkpoints` names, else the default places (`resolve_checkpoints`: the
+    environment, the checkout, the Hub); None, with every place tried said on stderr, when none holds them."""
+    from .pipeline import resolve_checkpoints
+
+    try:
+        return resolve_checkpoints(args.checkpoints)
+    except FileNotFoundError as error:
+        print(f"karyohf {args.command}: {error}", file=sys.stderr)
+        return None
+
+
 def predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .pipeline import KaryotypePipeline
 
+    checkpoints = checkpoints_folder(args)
+    if checkpoints is None:
+        return 2
     files, errors = expand_inputs(args.paths)
     names = unique_names(files)
     output = Path(args.out)
@@ -83,7 +98,7 @@ def predict(args: argparse.Namespace) -> int:
             errors = errors if state.is_main_process else []
             output = output / f"shard-{state.process_index}"
         device = str(state.device)
-    pipe = KaryotypePipeline.from_pretrained(args.checkpoints, device=device)
+    pipe = KaryotypePipeline.from_pretrained(checkpoints, device=device)
     with tqdm(total=len(files), unit="metaphase", disable=args.quiet) as bar:
         def progress(done, total, name):
             bar.set_postfix_str(name)
@@ -113,7 +128,10 @@ def demo(args: argparse.Namespace) -> int:
         print(f"image {args.image_id} is not in the validation split", file=sys.stderr)
         return 2
     metaphase = validation[ids.index(args.image_id) if args.image_id else 0]
-    pipe = KaryotypePipeline.from_pretrained(args.checkpoints)
+    checkpoints = checkpoints_folder(args)
+    if checkpoints is None:
+        return 2
+    pipe = KaryotypePipeline.from_pretrained(checkpoints)
     cell = pipe.analyze_cell(metaphase["image"], name=f"{metaphase['image_id']}.jpg")
     print(f"metaphase {metaphase['image_id']} (validation split): {cell.chromosome_count} chromosomes found, "
           f"{len(metaphase['boxes'])} annotated, {count_matches(cell.boxes, metaphase['boxes'])} matched at IoU 0.5")

@@ -7,7 +7,6 @@ from PIL import Image
 from karyohf.cli import expand_inputs, main, unique_names
 from karyohf.crops import metaphase_crops
 from karyohf.data import load_metaphases, split_metaphases
-from karyohf.identification import ChromosomeIdentifier
 from karyohf.models.centernet import CenterNetConfig, CenterNetForObjectDetection, CenterNetImageProcessor
 from karyohf.pipeline import KaryotypePipeline
 from tests.test_pipeline import tiny_topvit
@@ -25,13 +24,13 @@ def tiny_checkpoints(root):
     return root
 
 
-def test_demo_runs_the_pipeline_and_writes_karyogram_and_overlay(real_data_root, tmp_path, capsys):
+def test_demo_writes_the_pipelines_karyogram_and_overlay_of_a_validation_metaphase(real_data_root, tmp_path):
     checkpoints = tiny_checkpoints(tmp_path / "checkpoints")
     assert main(["demo", "--checkpoints", str(checkpoints), "--out", str(tmp_path / "out")]) == 0
-    printed = capsys.readouterr().out
-    assert "validation split" in printed and "karyotype:" in printed
-    assert Image.open(tmp_path / "out" / "karyogram.png").size[0] > 100
-    assert Image.open(tmp_path / "out" / "overlay.png").size[0] > 100
+    first = split_metaphases(load_metaphases(real_data_root))["validation"][0]  # the demo's default metaphase
+    cell = KaryotypePipeline.from_pretrained(checkpoints).analyze_cell(first["image"], name=f"{first['image_id']}.jpg")
+    for name, image in (("karyogram.png", cell.karyogram()), ("overlay.png", cell.overlay())):
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "out" / name)), np.asarray(image)), name
 
 
 def test_demo_refuses_an_id_outside_the_validation_split(real_data_root, tmp_path, capsys):
@@ -39,17 +38,26 @@ def test_demo_refuses_an_id_outside_the_validation_split(real_data_root, tmp_pat
     assert "not in the validation split" in capsys.readouterr().err
 
 
-def test_the_pipeline_feeds_the_models_the_crops_they_were_trained_on(real_data_root, tmp_path, monkeypatch):
+def test_commands_without_checkpoints_say_where_they_looked(tmp_path, capsys):
+    Image.new("L", (80, 80), 200).save(tmp_path / "m.png")
+    assert main(["predict", str(tmp_path / "m.png"), "--out", str(tmp_path / "out"),
+                 "--checkpoints", str(tmp_path / "nowhere")]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("karyohf predict: no karyohf checkpoints found") and str(tmp_path / "nowhere") in error
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_pipeline_feeds_the_models_the_crops_they_were_trained_on(real_data_root, tmp_path):
     pipe = KaryotypePipeline.from_pretrained(tiny_checkpoints(tmp_path / "checkpoints"))
-    identified = []
-    original = ChromosomeIdentifier.__call__
-    monkeypatch.setattr(ChromosomeIdentifier, "__call__", lambda self, crops: identified.extend(crops) or original(self, crops))
     first = split_metaphases(load_metaphases(real_data_root))["validation"].select(range(1))
     cell = pipe.analyze_cell(first[0]["image"], boxes=first[0]["boxes"])
-    # Each box cut alone, as `metaphase_crops` cuts the identity model's and the heads' training crops.
+    # Each box cut alone, as `metaphase_crops` cuts the identity model's and the heads' training crops: the crops the
+    # heads and the karyogram read ...
     training_crops = [crop["image"] for crop in metaphase_crops(first)]
-    assert len(identified) == len(training_crops) == cell.chromosome_count
-    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(identified, training_crops))
+    assert len(cell.crops) == len(training_crops) == cell.chromosome_count
+    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(cell.crops, training_crops))
+    # ... and what the identity model (trained at native scale) read: its probabilities are those of those crops.
+    np.testing.assert_allclose(cell.probabilities, pipe.identifier(training_crops).probabilities, atol=1e-6)
     overlay = np.asarray(cell.overlay()).astype(int)
     assert (np.abs(overlay[..., 0] - overlay[..., 2]) > 30).mean() > 0.01  # the masks, tinted in colour
 
