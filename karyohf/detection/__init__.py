@@ -1,7 +1,10 @@
 """Chromosome detection: every chromosome in a metaphase as a box (xyxy, the image's pixels) with a score.
 
-`ChromosomeDetector` runs an OWLv2 checkpoint with the single query "chromosomes";
-`OtsuBaselineDetector` is the threshold-and-components baseline it must beat. Both return `Detections`.
+`ChromosomeDetector` runs a detector checkpoint of either family behind one call: the CenterNet of
+`karyohf.models.centernet` (the shipped `checkpoints/centernet-chromosomes`) or an OWLv2 with the single query
+"chromosomes" (`owlv2`: the paper's model, for anyone with a pretrained OWLv2 to finetune). `OtsuBaselineDetector` is
+the threshold-and-components baseline both must beat. All return `Detections`; `evaluation` scores them (COCO AP,
+recall, count error) and `centernet` makes the CenterNet's training crops.
 """
 
 from .baseline import OtsuBaselineDetector

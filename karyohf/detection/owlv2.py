@@ -69,7 +69,7 @@ def small_owlv2_config(
     text_layers: int = 1,
     text_heads: int = 2,
 ) -> Owlv2Config:
-    """An OWLv2 sized for training from scratch; the defaults cost ~1.9 s per batch-2 step on 2 CPU cores (docs/measured.md).
+    """An OWLv2 sized for training from scratch; the defaults cost ~1.9 s per batch-2 step on 2 CPU cores.
 
     The text tower only ever embeds one query, so it stays tiny. The class head compares projected
     vision features with the text embedding, so `projection_dim` must equal the text width.
@@ -217,7 +217,7 @@ def dense_box_loss(pred_boxes: torch.Tensor, labels: list[dict], bbox_weight: fl
     """Every patch whose centre lies inside a chromosome's box regresses to that box (the smallest, where boxes nest).
 
     Classification stays one-to-one; only the box head (and the features under it) learn from all
-    covering patches, which is what makes from-scratch training converge faster (docs/measured.md).
+    covering patches, which is what makes from-scratch training converge faster than one-to-one matching alone.
     """
     side = math.isqrt(pred_boxes.shape[1])
     steps = (torch.arange(side, device=pred_boxes.device, dtype=pred_boxes.dtype) + 0.5) / side
