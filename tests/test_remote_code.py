@@ -145,11 +145,13 @@ def make_old_style(folder: Path) -> None:
     if config["model_type"] == "karyohf_topvit":
         config["model_type"] = "topvit"
         (folder / "config.json").write_text(json.dumps(config, indent=2))
-    old_names = {"TopViTImageProcessor": "ChromosomeImageProcessor", "CenterNetImageProcessor": "MetaphaseImageProcessor"}
+    old_names = {"TopViTImageProcessor": "ChromosomeImageProcessor",
+                 "CenterNetImageProcessor": "MetaphaseImageProcessor"}
     processor = json.loads((folder / "preprocessor_config.json").read_text())
     new = processor["image_processor_type"]
     processor["image_processor_type"] = old_names[new]
-    processor["auto_map"]["AutoImageProcessor"] = processor["auto_map"]["AutoImageProcessor"].replace(new, old_names[new])
+    auto_map = processor["auto_map"]
+    auto_map["AutoImageProcessor"] = auto_map["AutoImageProcessor"].replace(new, old_names[new])
     (folder / "preprocessor_config.json").write_text(json.dumps(processor, indent=2))
 
 
@@ -305,6 +307,7 @@ def test_an_old_style_checkpoint_loads_with_karyohf_as_the_current_classes(tmp_p
 def test_the_old_processor_names_still_construct_with_a_warning():
     from karyohf.models import ChromosomeImageProcessor, MetaphaseImageProcessor
 
-    for old, new in ((ChromosomeImageProcessor, TopViTImageProcessor), (MetaphaseImageProcessor, CenterNetImageProcessor)):
+    for old, new in ((ChromosomeImageProcessor, TopViTImageProcessor),
+                     (MetaphaseImageProcessor, CenterNetImageProcessor)):
         with pytest.warns(FutureWarning, match=f"now called {new.__name__}"):
             assert isinstance(old(), new)

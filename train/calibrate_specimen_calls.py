@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import binom
 
-from karyohf.aberrations.heads import OPERATING_POINT_FILE
+from karyohf.aberrations import OPERATING_POINT_FILE
 from karyohf.pipeline import KaryotypePipeline, resolve_checkpoints
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
