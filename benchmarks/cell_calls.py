@@ -59,7 +59,7 @@ def quality(record: dict, low_confidence_entropy: float) -> str:
     """The pipeline's `cell_quality` of a cached record under the current rules."""
     probabilities = np.asarray(record["probabilities"]).reshape(-1, 24)
     return cell_quality(counted_labels(record), np.asarray(record["boxes"]),
-                        prediction_entropy(probabilities) > low_confidence_entropy)
+                        prediction_entropy(probabilities) > low_confidence_entropy, record.get("possibly_missed", ()))
 
 
 def read_cache(path: Path) -> list[dict]:
@@ -84,6 +84,7 @@ def analyse(pipe, example, split) -> dict:
         "labels": cell.labels, "denovo_outliers": [cell.labels[i] for i in np.flatnonzero(cell.denovo_outliers)],
         "boxes": np.round(cell.boxes, 1).tolist(), "detection_scores": np.round(cell.scores, 3).tolist(),
         "probabilities": np.round(cell.probabilities, 4).tolist(), "karyotype": cell.karyotype,
+        "possibly_missed": cell.possibly_missed, "count_range": list(cell.count_range),
     }
 
 
@@ -119,6 +120,10 @@ def summarise(records: list[dict]) -> dict:
         "specificity (no gain or loss called)": float(np.mean([p in ("46,XX", "46,XY") for p in predicted])),
         "analysable": len(analysable),
         "specificity among analysable": float(np.mean([p in ("46,XX", "46,XY") for p in analysable])),
+        "set aside for a recount": int(sum(r["quality"].startswith("recount") for r in normal)),
+        "annotated count within count_range": float(np.mean(
+            [r["count_range"][0] <= sum(r["annotated_counts"].values()) <= r["count_range"][1] for r in normal]))
+        if all("count_range" in r for r in normal) else None,
         "sex chromosomes right": float(np.mean([(p or "").split(",")[1:2] == (t or "").split(",")[1:2]
                                                 for p, t in zip(predicted, truth)])),
         "count exact": float(np.mean([sum(predicted_counts(r).values()) == sum(r["annotated_counts"].values())
@@ -135,6 +140,8 @@ def summarise(records: list[dict]) -> dict:
             "sensitivity (any gain or loss called)": float(np.mean([p not in ("46,XX", "46,XY") for p in predicted])),
             "sex chromosomes right": float(np.mean([(p or "").split(",")[1:2] == (t or "").split(",")[1:2]
                                                     for p, t in zip(predicted, truth)])),
+            "analysable": int(sum(r["quality"] == "analysable" for r in rows)),
+            "set aside for a recount": int(sum(r["quality"].startswith("recount") for r in rows)),
             "cells": [{"image_id": r["image_id"], "annotated": t, "predicted": p, "quality": r["quality"]}
                       for r, t, p in zip(rows, truth, predicted)],
         }
