@@ -23,12 +23,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from karyohf.aberrations import DeNovoIndex, label_names, load_aberration_dataset
+from karyohf.aberrations import DeNovoIndex, label_names
+from karyohf.synthesis import load_aberration_dataset
 from karyohf.crops import metaphase_crops
 from karyohf.cytogenetics import CATALOGUE, CHROMOSOMES
 from karyohf.data import load_metaphases, split_metaphases
 from karyohf.identification import ChromosomeIdentifier
-from karyohf.metrics import detection_aucs, plot_detection_curves
+from karyohf.metrics import aberration_aucs, plot_aberration_curves
 
 
 def parse_args() -> argparse.Namespace:
@@ -58,7 +59,7 @@ def score_aberrations(identifier, index: DeNovoIndex, data_dir: Path):
             scores = index.score(found.embeddings, found.predictions)
             is_aberrant = np.asarray(dataset["label"]) == 1
             results[name] = {"chromosome": target, "normal": int((~is_aberrant).sum()),
-                             "aberrant": int(is_aberrant.sum()), **detection_aucs(is_aberrant, scores)}
+                             "aberrant": int(is_aberrant.sum()), **aberration_aucs(is_aberrant, scores)}
             curves[f"{name} on {target}"] = (is_aberrant, scores)
             embedded[name] = (target, found.embeddings, is_aberrant)
             print(f"{name} on {target}: PR-AUC {results[name]['pr_auc']:.3f}, ROC-AUC {results[name]['roc_auc']:.3f}")
@@ -91,8 +92,8 @@ def real_structural_check(identifier, index: DeNovoIndex, args) -> dict:
             per_class[CHROMOSOMES[label]] = {
                 "structural_chromosomes": len(a), "normal_chromosomes": len(n),
                 "median_score_structural": float(np.median(a)), "median_score_normal": float(np.median(n)),
-                **detection_aucs(np.r_[np.ones(len(a)), np.zeros(len(n))], np.r_[a, n])}
-    overall = detection_aucs(np.r_[np.ones(len(abnormal_scores)), np.zeros(len(normal_scores))],
+                **aberration_aucs(np.r_[np.ones(len(a)), np.zeros(len(n))], np.r_[a, n])}
+    overall = aberration_aucs(np.r_[np.ones(len(abnormal_scores)), np.zeros(len(normal_scores))],
                              np.r_[abnormal_scores, normal_scores])
     return {"structural_metaphases": len(pairs_of), "normal_metaphases": len(normal),
             "structural_chromosomes": len(abnormal_scores), "normal_chromosomes": len(normal_scores),
@@ -136,7 +137,7 @@ def main() -> None:
     identifier = ChromosomeIdentifier.from_pretrained(args.identity)
     index = DeNovoIndex.from_pretrained(args.identity)
     results, curves, embedded = score_aberrations(identifier, index, args.data_dir)
-    plot_detection_curves(curves, args.output_dir / "denovo_pr.png",
+    plot_aberration_curves(curves, args.output_dir / "denovo_pr.png",
                           title=f"De novo detection, no aberrant training example (distance to the {index.neighbours}th "
                                 "nearest normal of the predicted class)")
     real = real_structural_check(identifier, index, args)

@@ -20,7 +20,8 @@ import datasets
 from .cytogenetics.classes import CHROMOSOMES
 
 DATA_ENV = "KARYOHF_DATA"
-_DEFAULT_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# `../shared/data` beside the checkout, the working directory (the library never looks outside its package on its own).
+_DEFAULT_ROOT = Path("..") / "shared" / "data"
 METAPHASES = "tseng2023"
 KARYOGRAM_CROPS = "karyogram_crops/crops.parquet"
 # Karyogram cells whose labels are wrong: the crops of a karyogram are labelled by their place in it, and in these

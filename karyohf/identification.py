@@ -1,7 +1,7 @@
 """Chromosome identity (1-22, X, Y) for paper-format crops, with the pre-logits embeddings.
 
 A thin wrapper over any `AutoModelForImageClassification` checkpoint of the TopViT family and
-its `ChromosomeImageProcessor`, batched, used by evaluation and by the pipeline alike; and the cell
+its `TopViTImageProcessor`, batched, used by evaluation and by the pipeline alike; and the cell
 context a crop-only model ignores: a cell holds two copies of each autosome, so one cell's crops are
 labelled jointly (`assign_within_cell`), as a cytogeneticist arranging a karyogram would.
 

@@ -119,8 +119,3 @@ def plot_aberration_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], pat
     figure.savefig(path, dpi=110)
     plt.close(figure)
 
-
-# The names these had in karyohf 0.2 (they score aberration screening, not detection); kept for scripts that still
-# use them.
-detection_aucs = aberration_aucs
-plot_detection_curves = plot_aberration_curves

@@ -78,8 +78,9 @@ MASK_COLOURS = ((230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (24
 
 
 def default_checkpoints() -> Path | None:
-    """The folder of shipped checkpoints when karyohf runs from a checkout (`checkpoints/` beside the package)."""
-    folder = Path(__file__).resolve().parents[1] / "checkpoints"
+    """The folder of shipped checkpoints when karyohf runs in a checkout: `checkpoints/` in the working directory
+    (the library never looks outside its package on its own; `$KARYOHF_CHECKPOINTS` points anywhere)."""
+    folder = Path.cwd() / "checkpoints"
     return folder if (folder / IDENTIFIER_FOLDER / "config.json").is_file() else None
 
 

@@ -46,7 +46,7 @@ from karyohf.metrics import (
     plot_confusion,
     plot_entropy_curve,
 )
-from karyohf.models.topvit import ChromosomeImageProcessor, TopViTConfig, TopViTForImageClassification
+from karyohf.models.topvit import TopViTImageProcessor, TopViTConfig, TopViTForImageClassification
 from karyohf.models.topvit.configuration_topvit import MIRROR_FLIPS
 from karyohf.training import (
     CropCollator,
@@ -138,7 +138,7 @@ def _model_and_processor(args):
             attention_type=args.variant,
         )
         model = TopViTForImageClassification(config)
-    processor = ChromosomeImageProcessor(size={"height": args.image_size[0], "width": args.image_size[1]})
+    processor = TopViTImageProcessor(size={"height": args.image_size[0], "width": args.image_size[1]})
     return model, processor
 
 
