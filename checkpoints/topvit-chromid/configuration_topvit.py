@@ -10,6 +10,10 @@ from transformers import PreTrainedConfig
 KARYOTYPE_LABELS = tuple(str(number) for number in range(1, 23)) + ("X", "Y")
 
 
+# The model type TopViT configs were saved under before karyohf 0.3. Such a config loads as `TopViTConfig` (karyohf
+# also registers the name with AutoConfig) and is saved under the current `model_type`.
+LEGACY_MODEL_TYPES = ("topvit",)
+
 # The image axes each mirror flips; "both" is a half turn. (The CenterNet config has the same names: each model
 # folder's code must stand alone for `trust_remote_code`.)
 MIRROR_FLIPS = {"horizontal": (-1,), "vertical": (-2,), "both": (-2, -1)}
@@ -77,7 +81,9 @@ class TopViTConfig(PreTrainedConfig):
             may show its chromosome either way up, and training turns and mirrors crops, so each view is as valid.
     """
 
-    model_type = "topvit"
+    # Prefixed like the CenterNet's "karyohf_centernet": a bare name could clash with a model type transformers or
+    # another library registers (AutoConfig refuses a second registration of a name it has).
+    model_type = "karyohf_topvit"
 
     image_size: tuple[int, int] | list[int] = (128, 64)
     num_channels: int = 1
@@ -101,6 +107,8 @@ class TopViTConfig(PreTrainedConfig):
     test_time_flips: tuple[str, ...] | list[str] = ()
 
     def __post_init__(self, **kwargs):
+        if kwargs.get("model_type") in LEGACY_MODEL_TYPES:  # an old config.json: the class's model_type stands
+            del kwargs["model_type"]
         # JSON turns tuples into lists; keep one canonical form so configs compare equal after a round trip.
         self.image_size = tuple(self.image_size)
         self.test_time_flips = tuple(self.test_time_flips)
@@ -109,6 +117,15 @@ class TopViTConfig(PreTrainedConfig):
             self.id2label = dict(enumerate(KARYOTYPE_LABELS))
             self.label2id = {label: index for index, label in enumerate(KARYOTYPE_LABELS)}
         super().__post_init__(**kwargs)
+
+    @classmethod
+    def get_config_dict(cls, pretrained_model_name_or_path, **kwargs):
+        """As `PreTrainedConfig.get_config_dict`, with a legacy `model_type` read as the current one (so loading an
+        old checkpoint does not warn of a different model type)."""
+        config_dict, kwargs = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
+        if config_dict.get("model_type") in LEGACY_MODEL_TYPES:
+            config_dict = {**config_dict, "model_type": cls.model_type}
+        return config_dict, kwargs
 
     @property
     def grid_size(self) -> tuple[int, int]:

@@ -1,9 +1,11 @@
-"""Image processor for single-chromosome crops.
+"""TopViT's image processor, for single-chromosome crops.
 
 The expected input is the paper's crop format: one upright chromosome, dark on white, centred on a 199 x 99 white
 canvas at its native scale. Any other crop is first centred on such a canvas *without* rescaling, because the
 chromosome's length is the strongest identity cue and stretching crops to fill the frame destroys it.
 """
+
+import warnings
 
 import numpy as np
 from PIL import Image
@@ -72,7 +74,7 @@ def _channels_to_gray(levels: np.ndarray) -> np.ndarray:
     return gray
 
 
-class ChromosomeImageProcessor(BaseImageProcessor):
+class TopViTImageProcessor(BaseImageProcessor):
     r"""
     Turns chromosome crops into TopViT inputs: grey-scale -> centred on the `canvas_size` white canvas at native scale
     (crops already of that size are taken as they are) -> resized to `size` -> inverted so the background is 0 and
@@ -138,4 +140,16 @@ class ChromosomeImageProcessor(BaseImageProcessor):
         return normalised[None]
 
 
-__all__ = ["ChromosomeImageProcessor", "center_on_canvas"]
+class ChromosomeImageProcessor(TopViTImageProcessor):
+    """The name `TopViTImageProcessor` had before karyohf 0.3, kept so that what was saved under it still loads: a
+    `preprocessor_config.json` whose `auto_map` names `image_processing_topvit.ChromosomeImageProcessor`, and code
+    that constructs it. karyohf's `AutoImageProcessor` registration loads configs naming it as `TopViTImageProcessor`.
+    """
+
+    def __init__(self, *args, **kwargs):
+        warnings.warn("ChromosomeImageProcessor is now called TopViTImageProcessor; the old name will go",
+                      FutureWarning, stacklevel=2)
+        super().__init__(*args, **kwargs)
+
+
+__all__ = ["ChromosomeImageProcessor", "TopViTImageProcessor", "center_on_canvas"]

@@ -468,7 +468,7 @@ class TopViTModel(TopViTPreTrainedModel):
     def forward(self, pixel_values: torch.Tensor, **kwargs) -> BaseModelOutputWithPooling:
         r"""
         pixel_values (`torch.FloatTensor` of shape `(batch_size, num_channels, height, width)`):
-            Crops prepared by `ChromosomeImageProcessor`.
+            Crops prepared by `TopViTImageProcessor`.
 
         Returns `last_hidden_state` (B, N, hidden) and `pooler_output` (B, hidden): the mean of the final tokens, the
         pre-logits embedding used for UMAP plots and de novo detection.
