@@ -8,7 +8,7 @@ from karyohf.cytogenetics import CHROMOSOMES
 from karyohf.identification import ChromosomeIdentifier, assign_within_cell
 from karyohf.karyogram import render_karyogram
 from karyohf.metrics import accuracy_at_retention, confusion_matrix, entropy_curve, prediction_entropy
-from karyohf.models.topvit import ChromosomeImageProcessor, TopViTConfig, TopViTForImageClassification
+from karyohf.models.topvit import TopViTImageProcessor, TopViTConfig, TopViTForImageClassification
 from tests.synthetic import banded_rod
 
 
@@ -38,7 +38,7 @@ def test_identifier_batches_and_returns_probabilities_and_embeddings():
                           num_attention_heads=2, intermediate_size=32)
     torch.manual_seed(0)
     identifier = ChromosomeIdentifier(TopViTForImageClassification(config),
-                                      ChromosomeImageProcessor(size={"height": 32, "width": 16}), batch_size=2)
+                                      TopViTImageProcessor(size={"height": 32, "width": 16}), batch_size=2)
     crops = [banded_rod(length=20 + 10 * k) for k in range(5)]
     result = identifier(crops)
     assert result.probabilities.shape == (5, 24) and result.embeddings.shape == (5, 32)
@@ -121,7 +121,7 @@ def test_each_dataloader_worker_augments_from_its_own_stream():
 
     rod = extract_chromosome(banded_rod(length=60), (0, 0, 40, 80))
     examples = [{"image": rod, "chromosome": 0}] * 4
-    collator = CropCollator(ChromosomeImageProcessor(size={"height": 32, "width": 16}), augment=True, seed=0)
+    collator = CropCollator(TopViTImageProcessor(size={"height": 32, "width": 16}), augment=True, seed=0)
     loader = torch.utils.data.DataLoader(examples, batch_size=2, collate_fn=collator, num_workers=2)
     first, second = (batch["pixel_values"] for batch in loader)  # one batch from each worker
     assert not torch.equal(first, second)
@@ -135,7 +135,7 @@ def test_step_time_counts_the_workers_even_on_a_dataset_of_few_batches():
 
     rod = extract_chromosome(banded_rod(length=60), (0, 0, 40, 80))
     examples = [{"image": rod, "chromosome": k % 2} for k in range(8)]  # two batches: fewer than the workers prefetch
-    processor = ChromosomeImageProcessor(size={"height": 32, "width": 16})
+    processor = TopViTImageProcessor(size={"height": 32, "width": 16})
     model = TopViTForImageClassification(TopViTConfig(image_size=(32, 16), patch_size=8, hidden_size=16,
                                                       num_hidden_layers=1, num_attention_heads=2, intermediate_size=16))
     for workers in (0, 2):
@@ -157,7 +157,7 @@ def test_identify_cell_reads_a_cell_the_same_at_any_magnification():
     def cell(magnification):
         return [banded_rod(length=round(length * magnification), width=round(12 * magnification)) for length in lengths]
 
-    normalised = ChromosomeIdentifier(model, ChromosomeImageProcessor(size={"height": 64, "width": 32},
+    normalised = ChromosomeIdentifier(model, TopViTImageProcessor(size={"height": 64, "width": 32},
                                                                       cell_reference_length=REFERENCE_LENGTH))
     def read_apart(first, second):  # mean grey-level difference of the crops the model read
         return np.mean([np.abs(np.asarray(a, float) - np.asarray(b, float)).mean() for a, b in zip(first.crops, second.crops)])
@@ -167,7 +167,7 @@ def test_identify_cell_reads_a_cell_the_same_at_any_magnification():
     assert at_two.scale == pytest.approx(at_one.scale / 2, rel=0.05)
     assert at_one.labels == [at_one.label_names[i] for i in assign_within_cell(at_one.probabilities, at_one.label_names)]
 
-    native = ChromosomeIdentifier(model, ChromosomeImageProcessor(size={"height": 64, "width": 32}))
+    native = ChromosomeIdentifier(model, TopViTImageProcessor(size={"height": 64, "width": 32}))
     native_one, native_two = native.identify_cell(cell(1.0)), native.identify_cell(cell(2.0))
     assert native.cell_reference_length is None and native_one.scale == 1.0
     assert read_apart(at_one, at_two) < 0.2 * read_apart(native_one, native_two)
