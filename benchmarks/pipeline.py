@@ -66,7 +66,7 @@ def main() -> None:
     flips = list(pipe.identifier.model.config.test_time_flips)
 
     stages = defaultdict(list)
-    timed(pipe, "detector", stages["detection"])
+    timed(type(pipe.detector), "__call__", stages["detection"])  # on the class: the pipeline reads its attributes too
     timed(pipe.identifier, "identify_cell", stages["identity"])
     timed(heads_module, "aberration_probabilities", stages["aberration heads"])
     timed(pipe, "_denovo", stages["de novo"])

@@ -124,30 +124,26 @@ class ChromosomeDetector:
         `score_threshold` for this call also returns the weaker candidates; the boxes above the detector's own
         threshold are the same either way (suppression only ever removes a box for a stronger one)."""
         gray = as_gray_uint8(image)
-        if score_threshold is not None and score_threshold != self.score_threshold:
-            if not 0.0 <= score_threshold < 1.0:
-                raise ValueError(f"score_threshold must be in [0, 1), got {score_threshold}")
-            own, self.score_threshold = self.score_threshold, score_threshold
-            try:
-                return self(gray)
-            finally:
-                self.score_threshold = own
-        boxes, scores = self._owlv2_candidates(gray) if self.query is not None else self._centernet_candidates(gray)
+        threshold = self.score_threshold if score_threshold is None else score_threshold
+        if not 0.0 <= threshold < 1.0:
+            raise ValueError(f"score_threshold must be in [0, 1), got {threshold}")
+        boxes, scores = (self._owlv2_candidates(gray, threshold) if self.query is not None
+                         else self._centernet_candidates(gray, threshold))
         # Boxes that the clipping squeezed below a pixel lay (almost) wholly in the padding.
         real = (boxes[:, 2] - boxes[:, 0] >= 1) & (boxes[:, 3] - boxes[:, 1] >= 1)
         boxes, scores = boxes[real], scores[real]
         kept = non_maximum_suppression(boxes, scores, self.nms_iou)[: self.max_detections]
         return Detections(boxes=boxes[kept].cpu().numpy().astype(np.float32), scores=scores[kept].cpu().numpy())
 
-    def _owlv2_candidates(self, gray: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    def _owlv2_candidates(self, gray: np.ndarray, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
         """Every patch scoring above the threshold: its box in image pixels, and its score."""
         pixels = pixel_values(self.processor, [gray]).to(device=self.query.device, dtype=self.model.dtype)
         logits, boxes = predict(self.model, pixels, self.query)
         scores = logits[0].float().sigmoid()
-        keep = scores > self.score_threshold
+        keep = scores > threshold
         return padded_cxcywh_to_xyxy(boxes[0][keep].float(), *gray.shape), scores[keep]
 
-    def _centernet_candidates(self, gray: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    def _centernet_candidates(self, gray: np.ndarray, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
         """Every heatmap peak (and with `off_peak_weight`, every other cell) scoring above the threshold: its box in
         image pixels, and its score."""
         config = self.model.config
@@ -155,7 +151,7 @@ class ChromosomeDetector:
         if self.chromosome_length:
             found, _ = self._centernet_pass(gray, side, flips=(), threshold=DEFAULT_SCORE_THRESHOLD)
             side = rescaled_side(gray.shape, found.cpu().numpy(), side, self.chromosome_length, config.coarsest_stride)
-        return self._centernet_pass(gray, side, self.test_time_flips, self.score_threshold, self.off_peak_weight)
+        return self._centernet_pass(gray, side, self.test_time_flips, threshold, self.off_peak_weight)
 
     def _centernet_pass(self, gray: np.ndarray, side: int, flips: tuple[str, ...], threshold: float,
                         off_peak_weight: float = 0.0):
