@@ -66,7 +66,7 @@ def main() -> None:
                     model, processor = aberration_classifier(names, args.identity, pretrained=pretrained)
                     rate = FINETUNE_LEARNING_RATE if pretrained else SCRATCH_LEARNING_RATE
                     model = train_aberration_classifier(model, processor, subset, args.steps, rate, seed=seed)
-                    scores = aberration_probabilities(model, processor, validation["image"])[:, 1]
+                    scores = aberration_probabilities(model, processor, validation["image"], validation["cell_scale"])[:, 1]
                     run = {"derivative": names[1], "chromosome": target, "examples": size, "seed": seed,
                            "init": "finetuned" if pretrained else "scratch", **aberration_aucs(is_aberrant, scores),
                            "seconds": round(time.time() - started, 1)}

@@ -83,7 +83,8 @@ def main() -> None:
             if not crops:
                 continue
             # Per crop, without cell context, but rescaled with its cell as the pipeline's identity model reads it.
-            readable = identifier.model_inputs(crops, [cell_scale(crops)] * len(crops))
+            scale = cell_scale(crops)
+            readable = identifier.model_inputs(crops, [scale] * len(crops))
             correct[source] += int((identifier(readable).predictions == truth[shown]).sum())
             crops_seen[source] += len(crops)
             if example["karyotype_status"] != "normal":
@@ -93,7 +94,7 @@ def main() -> None:
                     chosen = [crop for crop, k in zip(crops, shown) if truth[k] == CHROMOSOMES.index(chromosome)]
                     if chosen:
                         head_scores[head, chromosome, source].extend(
-                            1 - aberration_probabilities(model, processor, chosen)[:, 0])
+                            1 - aberration_probabilities(model, processor, chosen, [scale] * len(chosen))[:, 0])
     result = {
         "metaphases": len(metaphases),
         "identity_top1": {source: {"crops": crops_seen[source], "top1": correct[source] / max(crops_seen[source], 1)}

@@ -69,7 +69,7 @@ def main() -> None:
                 model = train_aberration_classifier(model, processor, examples.select(train_index.tolist()),
                                                     args.steps, FINETUNE_LEARNING_RATE, seed=args.seed + fold)
                 test = examples.select(test_index.tolist())
-                scores = aberration_probabilities(model, processor, test["image"])[:, 1]
+                scores = aberration_probabilities(model, processor, test["image"], test["cell_scale"])[:, 1]
                 folds.append({"fold": fold, "test_normal": int((labels[test_index] == 0).sum()),
                               "test_aberrant": int((labels[test_index] == 1).sum()),
                               **aberration_aucs(labels[test_index] == 1, scores)})

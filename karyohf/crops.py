@@ -103,6 +103,15 @@ def rescale_chromosome(crop, factor: float, canvas_size: tuple[int, int] = CANVA
     return Image.fromarray(center_on_canvas(region, canvas_size), mode="L")
 
 
+def normalised_crops(crops, cell_scales, reference_length: float | None) -> list:
+    """Canvas crops as a model trained on cell-normalised crops reads them: each rescaled by its cell's `cell_scale`
+    (taken at `REFERENCE_LENGTH`) to the model's `reference_length`; as they are for a native-scale model (None)."""
+    if reference_length is None:
+        return list(crops)
+    return [rescale_chromosome(crop, float(scale) * reference_length / REFERENCE_LENGTH)
+            for crop, scale in zip(crops, cell_scales, strict=True)]
+
+
 def pixel_box(box, shape: tuple[int, int]) -> tuple[int, int, int, int]:
     """Whole pixels covering `box` (xyxy), clipped to an image of `shape`; ValueError when under 2 pixels a side."""
     try:

@@ -56,9 +56,12 @@ def train_aberration_classifier(
     batch_size: int = 32,
     seed: int = 0,
     log_steps: int = 0,
+    wide_scale_probability: float = 0.1,
 ) -> TopViTForImageClassification:
-    """Train on an aberration dataset (`image`, integer `label`) with the identity model's augmentation, through the
-    Trainer (warmup, cosine decay); returns the model in eval mode on the CPU."""
+    """Train on an aberration dataset (`image`, integer `label`, `cell_scale`) with the identity model's augmentation,
+    through the Trainer (warmup, cosine decay); returns the model in eval mode on the CPU. A cell-normalised head
+    also sees `wide_scale_probability` of its crops off the reference scale, so a cell whose scale is misjudged
+    (few chromosomes, blur) does not read as aberrant."""
     args = TrainingArguments(
         output_dir=tempfile.mkdtemp(prefix="aberration-trainer-"),
         max_steps=steps,
@@ -75,7 +78,10 @@ def train_aberration_classifier(
         seed=seed,
         use_cpu=not torch.cuda.is_available(),
     )
-    collator = CropCollator(processor, augment=True, seed=seed, label_column="label")
+    # A head of a cell-normalised identity model reads its crops rescaled per cell, as the pipeline feeds them.
+    normalised = getattr(processor, "cell_reference_length", None) is not None
+    collator = CropCollator(processor, augment=True, seed=seed, label_column="label", normalise_cells=normalised,
+                            wide_scale_probability=wide_scale_probability if normalised else 0.0)
     trainer = Trainer(model=model, args=args, train_dataset=train_dataset, data_collator=collator)
     trainer.train()
     return trainer.model.float().cpu().eval()

@@ -19,7 +19,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-from .crops import REFERENCE_LENGTH, cell_scale, isolate_chromosome, rescale_chromosome
+from .crops import cell_scale, isolate_chromosome, normalised_crops, rescale_chromosome
 from .images import as_gray_uint8
 from .metrics import prediction_entropy
 
@@ -136,11 +136,12 @@ class ChromosomeIdentifier:
     def model_inputs(self, crops, cell_scales) -> list:
         """Dataset crops (`karyohf.data.chromosome_crops`, `karyohf.crops.metaphase_crops` ...) as this model reads
         them: rescaled by their cells' `cell_scale` when it was trained on cell-normalised crops, else as they are."""
+        return normalised_crops(crops, cell_scales, self.cell_reference_length)
+
+    def scale_of(self, chromosomes) -> float:
+        """The factor one cell's isolated chromosomes are rescaled by for this model (1.0 at native scale)."""
         reference = self.cell_reference_length
-        if reference is None:
-            return list(crops)
-        return [rescale_chromosome(crop, float(scale) * reference / REFERENCE_LENGTH)
-                for crop, scale in zip(crops, cell_scales, strict=True)]
+        return cell_scale(chromosomes, reference) if reference else 1.0
 
     def identify_cell(self, chromosomes, isolated: bool = False) -> CellIdentification:
         """One cell's chromosomes -> their identities, jointly assigned.
@@ -156,8 +157,7 @@ class ChromosomeIdentifier:
         if not isolated:
             grays = [as_gray_uint8(image) for image in chromosomes]
             chromosomes = [isolate_chromosome(gray, (0, 0, gray.shape[1], gray.shape[0])) for gray in grays]
-        reference = self.cell_reference_length
-        scale = cell_scale(chromosomes, reference) if reference else 1.0
+        scale = self.scale_of(chromosomes)
         crops = [rescale_chromosome(crop, scale) for crop in chromosomes]
         found = self(crops)
         return CellIdentification(found.probabilities, found.embeddings, found.label_names,

@@ -11,7 +11,7 @@ import torch
 from peft import PeftModel
 
 from karyohf.aberrations import NORMAL, DeNovoIndex, aberration_probabilities
-from karyohf.crops import extract_chromosome
+from karyohf.crops import extract_chromosome, rescale_chromosome
 from karyohf.head_training import aberration_classifier, train_aberration_classifier, with_lora
 from karyohf.metrics import aberration_aucs
 from karyohf.models.topvit import TopViTForImageClassification, TopViTImageProcessor
@@ -82,6 +82,28 @@ def test_training_learns_to_separate_normal_from_aberrant(identity_checkpoint):
     assert aberration_aucs(labels, after[:, 1])["roc_auc"] > max(0.9, aberration_aucs(labels, before)["roc_auc"])
     with pytest.raises(ValueError, match="no chromosome crops"):
         aberration_probabilities(model, processor, [])
+
+
+def test_a_cell_normalised_head_reads_each_crop_rescaled_by_its_cells_scale(identity_checkpoint, tmp_path):
+    """A head of a cell-normalised identity model inherits its reference length, trains on crops rescaled per cell
+    and, at inference, needs each crop's cell_scale: the same rescaling, one code path."""
+    normalised = tmp_path / "identity"
+    TopViTForImageClassification.from_pretrained(identity_checkpoint).save_pretrained(normalised)
+    TopViTImageProcessor(size={"height": 32, "width": 16}, cell_reference_length=80.0).save_pretrained(normalised)
+    data = rods_dataset(8).remove_columns("cell_scale")
+    data = data.add_column("cell_scale", [0.6 + 0.1 * k for k in range(len(data))])
+    model, processor = aberration_classifier(LABELS, str(normalised), pretrained=True)
+    assert processor.cell_reference_length == 80.0
+    model = train_aberration_classifier(model, processor, data, steps=2, learning_rate=1e-3, batch_size=4)
+    with pytest.raises(ValueError, match="cell_scale"):
+        aberration_probabilities(model, processor, data["image"])
+    native = TopViTImageProcessor(size={"height": 32, "width": 16})
+    rescaled = [rescale_chromosome(image, scale) for image, scale in zip(data["image"], data["cell_scale"])]
+    np.testing.assert_allclose(aberration_probabilities(model, processor, data["image"], data["cell_scale"]),
+                               aberration_probabilities(model, native, rescaled), atol=1e-6)
+    # A native-scale head reads crops as they are, whatever scales it is given.
+    np.testing.assert_allclose(aberration_probabilities(model, native, data["image"], data["cell_scale"]),
+                               aberration_probabilities(model, native, data["image"]), atol=1e-6)
 
 
 def test_lora_adapter_round_trip_gives_identical_outputs(identity_checkpoint, tmp_path):

@@ -73,8 +73,8 @@ def main() -> None:
 
     validation = load_aberration_dataset(args.target, args.aberration, "validation", args.data_dir)
     images = validation["image"]
-    scores = aberration_probabilities(model, processor, images)[:, 1]
-    merged_scores = aberration_probabilities(merged, processor, images)[:, 1]
+    scores = aberration_probabilities(model, processor, images, validation["cell_scale"])[:, 1]
+    merged_scores = aberration_probabilities(merged, processor, images, validation["cell_scale"])[:, 1]
     metrics = {"aberration": names[1], "chromosome": args.target, "examples": len(train), "rank": args.rank,
                "trainable_parameters": trainable, "steps": args.steps,
                **aberration_aucs(np.asarray(validation["label"]) == 1, scores),

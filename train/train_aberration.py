@@ -86,7 +86,7 @@ def main() -> None:
     results, curves = {}, {}
     for index, (key, target) in enumerate(pairs, start=1):
         validation = load_aberration_dataset(target, key, "validation", args.data_dir)
-        probabilities = aberration_probabilities(model, processor, validation["image"])
+        probabilities = aberration_probabilities(model, processor, validation["image"], validation["cell_scale"])
         is_aberrant = np.asarray(validation["label"]) == 1
         name = names[index]
         results[name] = {"chromosome": target, "normal": int((~is_aberrant).sum()), "aberrant": int(is_aberrant.sum()),

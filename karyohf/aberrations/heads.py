@@ -13,16 +13,26 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..crops import normalised_crops
 from .labels import NORMAL, label_target
 
 
 @torch.inference_mode()
-def aberration_probabilities(model, processor, images, batch_size: int = 256) -> np.ndarray:
+def aberration_probabilities(model, processor, images, cell_scales=None, batch_size: int = 256) -> np.ndarray:
     """(N, num_labels) class probabilities of paper-format crops; column 0 is "normal", so 1 - p[:, 0] is the
-    probability that a chromosome is aberrant in any way the head knows."""
+    probability that a chromosome is aberrant in any way the head knows.
+
+    A head trained on cell-normalised crops (its processor's `cell_reference_length`, inherited from the identity
+    model) needs each crop's `cell_scale` (`karyohf.crops.cell_scale` of its cell) to rescale it as in training."""
     images = list(images)
     if not images:
         raise ValueError("no chromosome crops to score")
+    reference = getattr(processor, "cell_reference_length", None)
+    if reference is not None:
+        if cell_scales is None:
+            raise ValueError("this head reads cell-normalised crops: pass each crop's cell_scale "
+                             "(karyohf.crops.cell_scale of its cell)")
+        images = normalised_crops(images, cell_scales, reference)
     device = next(model.parameters()).device
     out = []
     for start in range(0, len(images), batch_size):
@@ -75,13 +85,15 @@ class AberrationHead:
         thresholds = json.loads(point.read_text())["cell_threshold"] if point.is_file() else None
         return cls(model, AutoImageProcessor.from_pretrained(folder, backend="pil"), folder.name, thresholds)
 
-    def __call__(self, crops, labels) -> dict[str, np.ndarray]:
+    def __call__(self, crops, labels, cell_scale: float = 1.0) -> dict[str, np.ndarray]:
         """Per aberrant label, each chromosome's probability of being that derivative; NaN for chromosomes whose
-        label is not the derivative's class (they were not screened)."""
+        label is not the derivative's class (they were not screened). `crops` are one cell's native-scale canvas
+        crops and `cell_scale` that cell's factor (`karyohf.crops.cell_scale`), used if the head is cell-normalised."""
         scores = {self.label_names[i]: np.full(len(labels), np.nan, dtype=np.float32) for i in self.targets}
         chosen = [k for k, label in enumerate(labels) if label in self.screened]
         if chosen:
-            probabilities = aberration_probabilities(self.model, self.processor, [crops[k] for k in chosen])
+            probabilities = aberration_probabilities(self.model, self.processor, [crops[k] for k in chosen],
+                                                     [cell_scale] * len(chosen))
             for index, (_, chromosome) in self.targets.items():
                 for row, k in enumerate(chosen):
                     if labels[k] == chromosome:
