@@ -213,19 +213,25 @@ class KaryotypeApp:
         cell = self._cell(review, index, required=False)
         if cell is None:
             return ("Analyse a specimen to review its metaphases.", "", None, None, None,
-                    gr.update(choices=[], value=None), gr.update(value="Exclude this metaphase"))
+                    gr.update(choices=[], value=None), gr.update(value="Exclude this metaphase"),
+                    gr.update(choices=[], value=None))
         rows = cell.flags()
         uncounted = len(cell.labels) - cell.chromosome_count
         status = (f"**{_escape(cell.name)}** · {cell.chromosome_count} chromosomes"
-                  + (f" (and {uncounted} unsure objects not counted)" if uncounted else "") + " · "
+                  + (f" (and {uncounted} unsure objects not counted)" if uncounted else "")
+                  + (f" · {len(cell.missed_candidates)} possibly missed (purple ?)" if cell.missed_candidates else "")
+                  + " · "
                   + ("analysable" if cell.analysable else
                      "**excluded by the reviewer**" if cell.excluded else f"**not analysed**: {_escape(cell.quality)}")
                   + f" · {sum(r['low_confidence'] for r in rows)} low-confidence identities · "
                   f"{sum(bool(r['flagged']) for r in rows)} chromosomes flagged by an aberration head")
         choices = [(f"#{r['index']} · {r['label']} ({r['confidence']:.2f})", r["index"]) for r in rows]
+        missed = [(f"?{o['label']} ({o['confidence']:.2f}) at {o['box'][0]:.0f}, {o['box'][1]:.0f}", o["index"])
+                  for o in cell.to_dict()["possibly_missed_objects"]]
         return (status, cell.karyotype or "no karyotype", cell.overlay(), cell.karyogram(),
                 chromosome_table(cell, self.heads), gr.update(choices=choices, value=None),
-                gr.update(value="Include this metaphase again" if cell.excluded else "Exclude this metaphase"))
+                gr.update(value="Include this metaphase again" if cell.excluded else "Exclude this metaphase"),
+                gr.update(choices=missed, value=None))
 
     def pick_metaphase(self, evt: gr.SelectData):
         """A click on the gallery picks that metaphase."""
@@ -267,6 +273,14 @@ class KaryotypeApp:
         if chromosome is None:
             raise gr.Error("Pick the chromosome to delete (click it on the image or in the table).")
         return self._corrected(review, index, lambda: self.pipe.delete(cell, int(chromosome), who=reviewer or None))
+
+    def count_object(self, review: Review | None, index: int | None, candidate: int | None, reviewer: str = ""):
+        """Count a possibly missed object (purple on the image) as a chromosome: cut, identified, recorded."""
+        cell = self._cell(review, index)
+        if candidate is None:
+            raise gr.Error("Pick the possibly missed object to count.")
+        return self._corrected(review, index, lambda: self.pipe.count_candidate(cell, int(candidate),
+                                                                                who=reviewer or None))
 
     def exclude(self, review: Review | None, index: int | None, reviewer: str = ""):
         """Leave the picked metaphase out of the specimen karyotype, or bring an excluded one back."""
@@ -347,8 +361,8 @@ class KaryotypeApp:
                 karyogram = gr.Image(label="Karyogram (flagged chromosomes outlined in red)", type="pil",
                                      interactive=False, height=560)
             gr.Markdown("Boxes: blue = identified with confidence, orange = low confidence, grey = not counted "
-                        "(an unsure extra copy), red = flagged by an "
-                        "aberration head. Pick a chromosome on the image or in the table, then correct it.")
+                        "(an unsure extra copy), red = flagged by an aberration head, purple ? = not counted but "
+                        "possibly a chromosome. Pick a chromosome on the image or in the table, then correct it.")
             gr.Markdown("### Correct")
             with gr.Row():
                 chromosome = gr.Dropdown(label="Chromosome", choices=[])
@@ -358,6 +372,9 @@ class KaryotypeApp:
                 relabel = gr.Button("Relabel chromosome", variant="primary")
                 delete = gr.Button("Delete box (not a chromosome)", variant="stop")
                 exclude = gr.Button("Exclude this metaphase")
+            with gr.Row():
+                missed = gr.Dropdown(label="Possibly missed object (purple ?)", choices=[])
+                count = gr.Button("Count it as a chromosome")
             table = gr.Dataframe(label="Chromosomes of this metaphase (click a row to pick it)", interactive=False,
                                  max_height=420, wrap=True)
             corrections = gr.Dataframe(self._corrections(None), label="Corrections made", interactive=False)
@@ -368,7 +385,7 @@ class KaryotypeApp:
                 report = gr.JSON(label="Report")
 
             specimen_outputs = [review, karyotype, summary, report, downloads]
-            cell_outputs = [status, cell_karyotype, overlay, karyogram, table, chromosome, exclude]
+            cell_outputs = [status, cell_karyotype, overlay, karyogram, table, chromosome, exclude, missed]
 
             def refresh(event, name):
                 """After a change of the specimen: its gallery and picker, then the picked metaphase."""
@@ -383,6 +400,7 @@ class KaryotypeApp:
             for button, fn, inputs, name in (
                     (relabel, self.relabel, [review, metaphase, chromosome, label, reviewer], "relabel"),
                     (delete, self.delete, [review, metaphase, chromosome, reviewer], "delete"),
+                    (count, self.count_object, [review, metaphase, missed, reviewer], "count_object"),
                     (exclude, self.exclude, [review, metaphase, reviewer], "exclude")):
                 refresh(button.click(fn, inputs, specimen_outputs, api_name=name), name)
             gallery.select(self.pick_metaphase, None, metaphase, api_name="pick_metaphase").success(

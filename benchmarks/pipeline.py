@@ -67,7 +67,7 @@ def main() -> None:
 
     stages = defaultdict(list)
     timed(type(pipe.detector), "__call__", stages["detection"])  # on the class: the pipeline reads its attributes too
-    timed(pipe.identifier, "identify_cell", stages["identity"])
+    timed(type(pipe.identifier), "__call__", stages["identity"])  # every object, sure and candidate, in one call
     timed(heads_module, "aberration_probabilities", stages["aberration heads"])
     timed(pipe, "_denovo", stages["de novo"])
     cells = []

@@ -27,10 +27,11 @@ import torch
 from PIL import Image, ImageDraw
 
 from .aberrations import NORMAL, AberrationHead, DeNovoIndex, specimen_score
-from .crops import CANVAS_SIZE, isolate_chromosome, pixel_box, rescale_chromosome
+from .crops import CANVAS_SIZE, cell_scale, isolate_chromosome, pixel_box, rescale_chromosome
 from .cytogenetics import CHROMOSOMES, get_aberration
 from .detection import ChromosomeDetector
-from .identification import ChromosomeIdentifier
+from .counting import ObjectVerifier, object_features
+from .identification import ChromosomeIdentifier, Identification
 from .images import ImageError, load_metaphase
 from .models.topvit.image_processing_topvit import center_on_canvas
 from .karyogram import render_karyogram
@@ -40,7 +41,7 @@ from .karyotype.specimen import aggregate, reference_sex, sex_inconsistent
 from .backends import check_backend
 from .segmentation import segment_in_box
 
-REPORT_VERSION = "1.0"
+REPORT_VERSION = "1.1"  # 1.1: per-object chromosome_probability, possibly_missed_objects
 FHIR_PROFILE = "http://hl7.org/fhir/uv/genomics-reporting/StructureDefinition/variant"
 LOINC, ISCN_SYSTEM = "http://loinc.org", "https://iscn.karger.com"
 DETECTOR_FOLDER, IDENTIFIER_FOLDER = "centernet-chromosomes", "topvit-chromid"
@@ -59,6 +60,10 @@ MAX_LOW_CONFIDENCE = 0.25
 # down to CANDIDATE_FLOOR are identified too (never counted); one that the identity model names with at least
 # CANDIDATE_MIN_PROBABILITY as a chromosome the cell lacks turns that loss into "recount this cell".
 CANDIDATE_FLOOR, CANDIDATE_MIN_PROBABILITY = 0.05, 0.5
+# With an object verifier (`karyohf.counting`), every object down to the floor is weighed and those it believes are
+# counted; its doubt is the band around its threshold: a counted object under VERIFIED_SURE may be a false one, an
+# uncounted one over VERIFIED_DOUBT a missed chromosome.
+VERIFIED_DOUBT, VERIFIED_SURE = 0.2, 0.8
 # The identity model's validation crops above this entropy quantile are "low confidence" when its checkpoint
 # does not carry the curve (`entropy_curves.json`: the cutoff that keeps 90% of the validation crops).
 LOW_CONFIDENCE_RETAINED, FALLBACK_LOW_CONFIDENCE_ENTROPY = 0.9, 0.6
@@ -157,6 +162,17 @@ class CellResult:
     candidate_scores: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     candidate_labels: list[str] = field(default_factory=list)
     candidate_confidence: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    # `karyohf.crops.cell_scale` of the cell's chromosomes: how cell-normalised heads rescale its crops.
+    cell_scale: float = 1.0
+    # The object verifier's P(chromosome) of each object and each candidate (NaN without a verifier).
+    verification: np.ndarray = None
+    candidate_verification: np.ndarray = None
+
+    def __post_init__(self):
+        if self.verification is None:
+            self.verification = np.full(len(self.labels), np.nan, np.float32)
+        if self.candidate_verification is None:
+            self.candidate_verification = np.full(len(self.candidate_labels), np.nan, np.float32)
 
     @property
     def counted_labels(self) -> list[str]:
@@ -168,15 +184,22 @@ class CellResult:
 
     @property
     def possibly_missed(self) -> list[str]:
-        """Identities of the sub-threshold candidates the identity model is sure of: chromosomes the count may lack."""
-        return [label for label, p in zip(self.candidate_labels, self.candidate_confidence)
-                if p >= CANDIDATE_MIN_PROBABILITY]
+        """Identities of the uncounted candidates the identity model is sure of (and the verifier, if any, does not
+        rule out: P(chromosome) >= VERIFIED_DOUBT): chromosomes the count may lack."""
+        return [self.candidate_labels[i] for i in self.missed_candidates]
+
+    @property
+    def missed_candidates(self) -> list[int]:
+        """Indices (into `candidate_*`) of the possibly missed chromosomes: what a reviewer should look at."""
+        return [i for i, (p, v) in enumerate(zip(self.candidate_confidence, self.candidate_verification))
+                if p >= CANDIDATE_MIN_PROBABILITY and not v < VERIFIED_DOUBT]
 
     @property
     def count_range(self) -> tuple[int, int]:
-        """The count with its doubt: from the counted objects that neither the detector (< EXTRA_COPY_MIN_SCORE) nor a
-        person vouches for taken away, to the possibly missed ones added."""
-        doubtful = int(np.sum(self.counted & ~self.confirmed & (np.asarray(self.scores) < EXTRA_COPY_MIN_SCORE)))
+        """The count with its doubt: from the counted objects that neither the detector (< EXTRA_COPY_MIN_SCORE) and
+        the verifier (< VERIFIED_SURE) nor a person vouches for taken away, to the possibly missed ones added."""
+        unsure = (np.asarray(self.scores) < EXTRA_COPY_MIN_SCORE) | (self.verification < VERIFIED_SURE)
+        doubtful = int(np.sum(self.counted & ~self.confirmed & unsure))
         return self.chromosome_count - doubtful, self.chromosome_count + len(self.possibly_missed)
 
     @property
@@ -219,7 +242,7 @@ class CellResult:
                 "confidence": round(float(self.probabilities[i].max()), 4), "entropy": round(float(self.entropy[i]), 4),
                 "low_confidence": bool(self.low_confidence[i]), "denovo_score": round(float(self.denovo_scores[i]), 3),
                 "denovo_outlier": bool(self.denovo_outliers[i]), "counted": bool(self.counted[i]),
-                "confirmed": bool(self.confirmed[i]),
+                "confirmed": bool(self.confirmed[i]), "chromosome_probability": _rounded(self.verification[i]),
                 "aberrations": {name: round(p, 4) for name, p in calls.items()},
                 "flagged": sorted(name for name, p in calls.items() if p >= self.head_thresholds[name]),
             })
@@ -238,7 +261,7 @@ class CellResult:
 
     def overlay(self) -> Image.Image:
         """The metaphase with every mask tinted in its own colour, every box outlined and labelled: red flagged by a
-        head, grey not counted, orange low confidence, blue the rest."""
+        head, grey not counted, orange low confidence, blue the rest; purple "?" an uncounted possible chromosome."""
         picture = np.repeat(self.image[..., None], 3, axis=2).astype(np.float32)
         for i, (mask, (x0, y0, x1, y1)) in enumerate(zip(self.masks, self.mask_boxes)):
             region = picture[y0:y1, x0:x1]
@@ -251,6 +274,10 @@ class CellResult:
                 (200, 120, 0) if self.low_confidence[i] else (40, 40, 200)
             draw.rectangle([float(v) for v in box], outline=colour, width=2 if flagged else 1)
             draw.text((float(box[0]) + 2, float(box[1]) + 1), label, fill=colour)
+        for i in self.missed_candidates:  # not counted, but possibly a chromosome: purple, "?"
+            box = [float(v) for v in self.candidate_boxes[i]]
+            draw.rectangle(box, outline=(150, 0, 200), width=1)
+            draw.text((box[0] + 2, box[1] + 1), f"?{self.candidate_labels[i]}", fill=(150, 0, 200))
         return overlay
 
     def to_dict(self) -> dict:
@@ -261,7 +288,14 @@ class CellResult:
                 "karyotype": karyotype, "quality": self.quality, "excluded": self.excluded,
                 "analysable": self.analysable, "aberration_scores": {k: round(v, 4) for k, v in
                                                                       self.aberration_scores.items()},
-                "structural": list(self.structural), "chromosomes": self.flags(), "corrections": list(self.corrections)}
+                "structural": list(self.structural), "chromosomes": self.flags(),
+                "possibly_missed_objects": [
+                    {"index": i, "box": [round(float(v), 1) for v in self.candidate_boxes[i]],
+                     "detection_score": round(float(self.candidate_scores[i]), 4), "label": self.candidate_labels[i],
+                     "confidence": round(float(self.candidate_confidence[i]), 4),
+                     "chromosome_probability": _rounded(self.candidate_verification[i])}
+                    for i in self.missed_candidates],
+                "corrections": list(self.corrections)}
 
 
 @dataclass
@@ -357,13 +391,31 @@ class SpecimenResult:
                 "images": images, "annotations": annotations, "categories": categories}
 
 
+@dataclass
+class CellObjects:
+    """One metaphase's objects before counting (`KaryotypePipeline.objects`), one row each: box, detector score,
+    whether it reaches the detector's threshold, its mask and mask box, the tight chromosome image, its own identity
+    (read at the cell's `scale`), and the object verifier's features."""
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    sure: np.ndarray
+    masks: list
+    mask_boxes: np.ndarray
+    isolated: list
+    identification: Identification
+    scale: float
+    features: np.ndarray
+
+
 class KaryotypePipeline:
     """Detector, identity model, aberration heads and de novo index, loaded once; see the module docstring."""
 
     def __init__(self, identifier: ChromosomeIdentifier, detector: ChromosomeDetector | None = None,
                  heads: list[AberrationHead] = (), denovo: DeNovoIndex | None = None, segmenter=None,
-                 low_confidence_entropy: float = FALLBACK_LOW_CONFIDENCE_ENTROPY):
+                 low_confidence_entropy: float = FALLBACK_LOW_CONFIDENCE_ENTROPY, verifier: ObjectVerifier | None = None):
         self.identifier, self.detector, self.heads = identifier, detector, list(heads)
+        self.verifier = verifier
         self.denovo, self.segmenter = denovo, segmenter
         self.low_confidence_entropy = float(low_confidence_entropy)
         self.denovo_thresholds = _denovo_thresholds(denovo) if denovo is not None else {}
@@ -386,7 +438,9 @@ class KaryotypePipeline:
         heads = [AberrationHead.from_pretrained(folder, **run) for folder in sorted(root.iterdir())
                  if folder.name not in (IDENTIFIER_FOLDER, DETECTOR_FOLDER) and _is_head(folder)]
         denovo = DeNovoIndex.from_pretrained(identity) if (identity / "denovo_index.safetensors").is_file() else None
-        return cls(identifier, detector, heads, denovo, low_confidence_entropy=_entropy_cutoff(identity))
+        verifier = ObjectVerifier.from_folder(root / DETECTOR_FOLDER) if detector is not None else None
+        return cls(identifier, detector, heads, denovo, low_confidence_entropy=_entropy_cutoff(identity),
+                   verifier=verifier)
 
     @torch.inference_mode()
     def analyze_cell(self, image, boxes=None, name: str | None = None, study: str = "neoplasia") -> CellResult:
@@ -396,26 +450,42 @@ class KaryotypePipeline:
         check_study(study)
         name = name or (Path(image).name if isinstance(image, (str, os.PathLike)) else "metaphase")
         gray = load_metaphase(image, name)
-        candidates = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32))
         if boxes is not None:
             boxes = _checked_boxes(boxes, gray.shape, name)
-            scores = np.ones(len(boxes), dtype=np.float32)
         elif self.detector is None:
             raise ValueError("this pipeline has no detector: pass the chromosome boxes")
+        objects = self.objects(gray, boxes)
+        if self.verifier is not None and boxes is None:
+            verification = self.verifier(objects.features)
+            counted = verification >= self.verifier.threshold
+        else:  # the detector's threshold decides (given boxes are all counted)
+            verification, counted = np.full(len(objects.boxes), np.nan, np.float32), objects.sure
+        return self._identify(name, gray, objects, counted, verification, study)
+
+    def objects(self, gray: np.ndarray, boxes=None) -> "CellObjects":
+        """Every object of a grey metaphase before counting: the detector's boxes down to CANDIDATE_FLOOR (or the
+        given `boxes`, all sure), each cut (segmented in its box) and identified alone in the cell's scale, and the
+        features the object verifier weighs (`karyohf.counting.object_features`)."""
+        if boxes is not None:
+            scores = np.ones(len(boxes), dtype=np.float32)
+            threshold = 0.5
         else:
-            found = self.detector(gray, score_threshold=min(CANDIDATE_FLOOR, self.detector.score_threshold))
-            sure = found.scores >= self.detector.score_threshold
-            boxes, scores = found.boxes[sure], found.scores[sure]
-            candidates = (found.boxes[~sure], found.scores[~sure])
+            threshold = self.detector.score_threshold
+            found = self.detector(gray, score_threshold=min(CANDIDATE_FLOOR, threshold))
+            boxes, scores = found.boxes, found.scores
+        sure = np.asarray(scores) >= threshold
+        # A segmenter of the whole metaphase shares pixels among the boxes it is given: only the sure ones.
+        full_masks = self.segmenter(gray, boxes[sure]) if self.segmenter is not None and sure.any() else None
+        sure_rank = np.cumsum(sure) - 1
         mask_boxes, masks, isolated, keep = [], [], [], []
-        full_masks = self.segmenter(gray, boxes) if self.segmenter is not None and len(boxes) else None
         for i, box in enumerate(boxes):
             try:
                 box_pixels = pixel_box(box, gray.shape)
             except ValueError:  # under 2 pixels a side once clipped: nothing to cut
                 continue
             x0, y0, x1, y1 = box_pixels
-            mask = full_masks[i][y0:y1, x0:x1] if full_masks is not None else segment_in_box(gray, box_pixels)
+            mask = (full_masks[sure_rank[i]][y0:y1, x0:x1] if full_masks is not None and sure[i]
+                    else segment_in_box(gray, box_pixels))
             if not mask.any():
                 continue
             # Cut with the box-local mask `extract_chromosome` would compute itself: the crop the models trained on.
@@ -423,10 +493,18 @@ class KaryotypePipeline:
             masks.append(mask)
             mask_boxes.append(box_pixels)
             keep.append(i)
-        boxes, scores = np.asarray(boxes, dtype=np.float32)[keep].reshape(-1, 4), np.asarray(scores)[keep]
-        cell = self._identify(name, gray, boxes, scores, masks, np.asarray(mask_boxes, dtype=np.int64).reshape(-1, 4),
-                              isolated, study, candidates)
-        return cell
+        boxes = np.asarray(boxes, dtype=np.float32)[keep].reshape(-1, 4)
+        scores, sure = np.asarray(scores, dtype=np.float32)[keep], sure[keep]
+        # One scale for the cell, from its sure chromosomes, as `ChromosomeIdentifier.identify_cell` sets it.
+        scale = self.identifier.scale_of([c for c, s in zip(isolated, sure) if s] or isolated)
+        if isolated:
+            identification = self.identifier([rescale_chromosome(crop, scale) for crop in isolated])
+        else:
+            identification = Identification(np.zeros((0, len(CHROMOSOMES)), np.float32), np.zeros((0, 0), np.float32),
+                                            list(CHROMOSOMES))
+        features = object_features(boxes, scores, identification.probabilities, gray.shape, threshold)
+        return CellObjects(boxes, scores, sure, masks, np.asarray(mask_boxes, dtype=np.int64).reshape(-1, 4),
+                           isolated, identification, scale, features)
 
     def __call__(self, images, study: str = "neoplasia", progress=None, specimen_id: str | None = None,
                  names: list[str] | None = None) -> SpecimenResult:
@@ -504,6 +582,45 @@ class KaryotypePipeline:
         record = _record("delete", index, cell.labels[index], None, who)
         return self._rescored(cell, [cell.labels[i] for i in kept], kept, record)
 
+    def count_candidate(self, cell: CellResult, index: int, who: str | None = None) -> CellResult:
+        """Count uncounted object `index` (`cell.candidate_boxes[index]`: a chromosome the detector scored low or
+        the verifier left out) as the cell's last chromosome: cut from its box, identified in the cell's scale, its
+        count confirmed by the person who asked."""
+        if not 0 <= int(index) < len(cell.candidate_labels):
+            raise ValueError(f"{cell.name}: no uncounted object {index} (it has {len(cell.candidate_labels)})")
+        index = int(index)
+        box_pixels = pixel_box(cell.candidate_boxes[index], cell.image.shape)
+        x0, y0, x1, y1 = box_pixels
+        mask = segment_in_box(cell.image, box_pixels)
+        if not mask.any():
+            raise ValueError(f"{cell.name}: uncounted object {index} holds nothing to cut")
+        crop = Image.fromarray(center_on_canvas(isolate_chromosome(cell.image, box_pixels, mask=mask), CANVAS_SIZE),
+                               mode="L")
+        found = self.identifier(self.identifier.model_inputs([crop], [cell.cell_scale]))
+        label = found.labels[0]
+        others = [i for i in range(len(cell.candidate_labels)) if i != index]
+
+        def add(array, value):
+            return np.concatenate([np.asarray(array), np.asarray(value)[None].astype(np.asarray(array).dtype)])
+
+        updated = dataclasses.replace(
+            cell, boxes=add(cell.boxes.reshape(-1, 4), cell.candidate_boxes[index]),
+            scores=add(cell.scores, cell.candidate_scores[index]), masks=[*cell.masks, mask],
+            mask_boxes=add(cell.mask_boxes.reshape(-1, 4), np.asarray(box_pixels)), crops=[*cell.crops, crop],
+            labels=[*cell.labels, label],
+            probabilities=add(cell.probabilities.reshape(-1, len(CHROMOSOMES)), found.probabilities[0]),
+            entropy=add(cell.entropy, found.entropy[0]),
+            low_confidence=add(cell.low_confidence, found.entropy[0] > self.low_confidence_entropy),
+            embeddings=np.concatenate([cell.embeddings.reshape(len(cell.labels), -1), found.embeddings])
+            if len(cell.labels) else found.embeddings,
+            confirmed=add(cell.confirmed, True), verification=add(cell.verification, cell.candidate_verification[index]),
+            candidate_boxes=cell.candidate_boxes[others].reshape(-1, 4), candidate_scores=cell.candidate_scores[others],
+            candidate_labels=[cell.candidate_labels[i] for i in others],
+            candidate_confidence=cell.candidate_confidence[others],
+            candidate_verification=cell.candidate_verification[others],
+            corrections=[*cell.corrections, _record("count", len(cell.labels), None, label, who)])
+        return self._screened(updated)
+
     def exclude(self, cell: CellResult, excluded: bool = True, who: str | None = None) -> CellResult:
         """Leave a whole cell out of the specimen karyotype (or bring it back)."""
         record = _record("exclude" if excluded else "include", None, cell.excluded, excluded, who)
@@ -511,46 +628,34 @@ class KaryotypePipeline:
 
     # -- internals --
 
-    def _identify(self, name, gray, boxes, scores, masks, mask_boxes, isolated, study, candidates) -> CellResult:
-        empty = np.zeros((0, len(CHROMOSOMES)), dtype=np.float32)
-        # The paper's native-scale crops: what the heads read and the karyogram shows.
+    def _identify(self, name, gray, objects: "CellObjects", counted, verification, study) -> CellResult:
+        """The counted objects become the cell's chromosomes, labelled jointly (`assign_within_cell`); the others
+        stay as candidates, each with its own identity, never counted."""
+        main, other = np.flatnonzero(counted), np.flatnonzero(~np.asarray(counted, dtype=bool))
+        found = objects.identification
+        # The paper's native-scale crops: what the karyogram shows (heads rescale them with the cell's scale).
+        isolated = [objects.isolated[i] for i in main]
         crops = [Image.fromarray(center_on_canvas(chromosome, CANVAS_SIZE), mode="L") for chromosome in isolated]
-        candidate = {}
-        if crops:
-            # The identity model reads the cell rescaled to its reference length, if it was trained so.
-            identification = self.identifier.identify_cell(isolated, isolated=True)
-            labels = identification.labels
-            probabilities, entropy = identification.probabilities, identification.entropy
-            embeddings = identification.embeddings
-            candidate = self._candidates(gray, *candidates, identification.scale)
-        else:
-            labels, probabilities, entropy, embeddings = [], empty, np.zeros(0, np.float32), np.zeros((0, 0))
+        cell_found = Identification(found.probabilities[main], found.embeddings[main], found.label_names)
+        labels = [found.label_names[k] for k in cell_found.within_cell()] if len(main) else []
+        entropy = cell_found.entropy
         cell = CellResult(
-            name=name, image=gray, boxes=boxes, scores=scores, masks=masks, mask_boxes=mask_boxes, crops=crops,
-            labels=labels, probabilities=probabilities, entropy=entropy,
-            low_confidence=entropy > self.low_confidence_entropy, embeddings=embeddings,
+            name=name, image=gray, boxes=objects.boxes[main], scores=objects.scores[main],
+            masks=[objects.masks[i] for i in main], mask_boxes=objects.mask_boxes[main].reshape(-1, 4), crops=crops,
+            labels=labels, probabilities=cell_found.probabilities.reshape(-1, len(CHROMOSOMES)), entropy=entropy,
+            low_confidence=entropy > self.low_confidence_entropy, embeddings=cell_found.embeddings,
             denovo_scores=np.zeros(0), denovo_outliers=np.zeros(0, dtype=bool),
             head_probabilities={}, head_thresholds={}, aberration_scores={}, structural=(),
             reference_sex=reference_sex([(labels.count("X"), labels.count("Y"))]), study=study, quality="",
-            confirmed=np.zeros(len(labels), dtype=bool), **candidate,
+            confirmed=np.zeros(len(labels), dtype=bool), cell_scale=cell_scale(isolated),
+            verification=np.asarray(verification, np.float32)[main],
+            candidate_boxes=objects.boxes[other].reshape(-1, 4), candidate_scores=objects.scores[other],
+            candidate_labels=[found.label_names[k] for k in found.probabilities[other].argmax(-1)] if len(other) else [],
+            candidate_confidence=found.probabilities[other].max(-1).astype(np.float32) if len(other)
+            else np.zeros(0, np.float32),
+            candidate_verification=np.asarray(verification, np.float32)[other],
         )
         return self._screened(cell)
-
-    def _candidates(self, gray, boxes, scores, scale: float) -> dict:
-        """The sub-threshold candidates identified each on its own, rescaled with the cell (never counted)."""
-        tight, kept = [], []
-        for i, box in enumerate(boxes):
-            try:
-                tight.append(isolate_chromosome(gray, pixel_box(box, gray.shape)))
-                kept.append(i)
-            except ValueError:  # too small, or nothing inside to segment
-                continue
-        if not tight:
-            return {}
-        found = self.identifier([rescale_chromosome(crop, scale) for crop in tight])
-        return {"candidate_boxes": np.asarray(boxes, np.float32)[kept].reshape(-1, 4),
-                "candidate_scores": np.asarray(scores, np.float32)[kept], "candidate_labels": found.labels,
-                "candidate_confidence": found.probabilities.max(-1).astype(np.float32)}
 
     def _screened(self, cell: CellResult) -> CellResult:
         """Score the cell's chromosomes under their current labels (de novo distance, each head), then call and
@@ -560,7 +665,7 @@ class KaryotypePipeline:
                               dtype=bool)
         probabilities, thresholds, scores, structural = {}, {}, {}, []
         for head in self.heads:
-            found = head(cell.crops, cell.labels)
+            found = head(cell.crops, cell.labels, cell.cell_scale)
             probabilities.update(found)
             for index, (key, _) in head.targets.items():
                 thresholds[head.label_names[index]] = head.cell_thresholds[key]
@@ -584,7 +689,7 @@ class KaryotypePipeline:
             mask_boxes=take(cell.mask_boxes).reshape(-1, 4), crops=[cell.crops[i] for i in kept], labels=labels,
             probabilities=take(cell.probabilities).reshape(-1, len(CHROMOSOMES)), entropy=take(cell.entropy),
             low_confidence=take(cell.low_confidence), embeddings=take(cell.embeddings), confirmed=take(cell.confirmed),
-            corrections=[*cell.corrections, record])
+            verification=take(cell.verification), corrections=[*cell.corrections, record])
         return self._screened(updated)
 
     def _denovo(self, embeddings, labels) -> np.ndarray:
@@ -725,6 +830,10 @@ def _referral_reasons(cells, analysable, summary, study) -> list[str]:
         reasons.append(f"discordant sex chromosomes: a Y in {len(set_aside)} cells of a female specimen "
                        f"({', '.join(set_aside)}): misidentified, or a mixed specimen (chimera, transplant)")
     return reasons
+
+
+def _rounded(value: float) -> float | None:
+    return None if not np.isfinite(value) else round(float(value), 4)
 
 
 def _check_index(cell: CellResult, index: int) -> None:

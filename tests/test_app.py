@@ -149,13 +149,14 @@ def test_the_metaphase_view_shows_overlay_karyogram_and_a_row_per_chromosome(ui,
     cell = review.specimen.cells[0]
     gallery, picker, _ = ui.show_specimen(review)
     assert len(gallery) == 3 and picker["value"] == 0 and len(picker["choices"]) == 3
-    status, karyotype, overlay, karyogram, table, chromosomes, exclude = ui.show_metaphase(review, 0)
+    status, karyotype, overlay, karyogram, table, chromosomes, exclude, missed = ui.show_metaphase(review, 0)
     assert karyotype == cell.karyotype and "analysable" in status
     assert overlay.size == cell.image.shape[::-1] and karyogram.mode == "RGB"
     assert len(table.data) == cell.chromosome_count == len(chromosomes["choices"])
     assert list(table.data.columns[:5]) == ["#", "chromosome", "confidence", "entropy", "flags"]
     assert [f"P({name})" for name in ui.heads] == list(table.data.columns[5:])
     assert exclude["value"] == "Exclude this metaphase"
+    assert [value for _, value in missed["choices"]] == cell.missed_candidates
 
 
 def test_relabel_updates_the_cell_the_specimen_and_the_karyogram_and_is_recorded(ui, analysed, tmp_path):
@@ -187,11 +188,25 @@ def test_delete_removes_a_box_and_is_recorded(ui, analysed, tmp_path):
     assert report["cells"][2]["corrections"][-1]["from"] == cell.labels[5]
 
 
+def test_counting_an_uncounted_object_adds_a_confirmed_chromosome_and_is_recorded(ui, analysed, tmp_path):
+    review = fresh(analysed[0], tmp_path)
+    cell = review.specimen.cells[0]
+    assert len(cell.candidate_labels) > 0  # the detector's weak boxes, down to the candidate floor
+    with pytest.raises(gr.Error, match="Pick the possibly missed object"):
+        ui.count_object(review, 0, None, REVIEWER)
+    review, _, _, report, _ = ui.count_object(review, 0, 0, REVIEWER)
+    counted = review.specimen.cells[0]
+    assert counted.chromosome_count == cell.chromosome_count + 1 and counted.confirmed[-1]
+    assert len(counted.candidate_labels) == len(cell.candidate_labels) - 1
+    assert report["cells"][0]["corrections"][-1]["action"] == "count"
+    assert report["cells"][0]["corrections"][-1]["who"] == REVIEWER
+
+
 def test_exclude_leaves_a_metaphase_out_and_brings_it_back(ui, analysed, tmp_path):
     review = fresh(analysed[0], tmp_path)
     review, _, _, report, _ = ui.exclude(review, 1, REVIEWER)
     assert report["counts"]["analysed"] == 2 and report["cells"][1]["excluded"]
-    assert ui.show_metaphase(review, 1)[-1]["value"] == "Include this metaphase again"
+    assert ui.show_metaphase(review, 1)[6]["value"] == "Include this metaphase again"
     review, _, _, report, _ = ui.exclude(review, 1, REVIEWER)
     assert report["counts"]["analysed"] == 3
     assert [c["action"] for c in report["cells"][1]["corrections"]] == ["exclude", "include"]

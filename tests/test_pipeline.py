@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from karyohf.aberrations import OPERATING_POINT_FILE, AberrationHead
+from karyohf.aberrations import OPERATING_POINT_FILE, AberrationHead, aberration_probabilities
 from karyohf.cli import main
 from karyohf.cytogenetics import CHROMOSOMES
 from karyohf.detection.boxes import Detections
@@ -121,16 +121,15 @@ class ScoredDetector:
 
 
 class CandidateIdentifier(FixedIdentifier):
-    """`labels` for the counted chromosomes, then `candidate` for every sub-threshold candidate."""
+    """`labels` for the sure chromosomes (the detector's strongest objects come first), then `candidate` for every
+    sub-threshold one."""
 
     def __init__(self, labels, candidate):
         super().__init__(labels)
         self.candidate = candidate
 
     def __call__(self, crops):
-        if len(crops) == len(self.labels):
-            return super().__call__(crops)
-        return FixedIdentifier([self.candidate] * len(crops))(crops)
+        return FixedIdentifier(self.labels + [self.candidate] * (len(crops) - len(self.labels)))(crops)
 
 
 @pytest.mark.parametrize("candidate, recount", [("15", True), ("7", False)])
@@ -174,6 +173,26 @@ def test_a_head_call_enters_the_cell_karyotype(checkpoints):
     flagged = [row for row in cell.flags() if row["flagged"]]
     assert {row["label"] for row in flagged} == {"5"} and all("del(5q)" in row["aberrations"] for row in flagged)
     assert np.isnan(cell.head_probabilities["del(5q)"][0])  # a 1 is not screened
+
+
+def test_a_cell_normalised_head_sees_the_cell_rescaled_as_the_identity_model_does(checkpoints, tmp_path):
+    import shutil
+
+    from karyohf.crops import rescale_chromosome
+
+    folder = tmp_path / "topvit-del5q"
+    shutil.copytree(checkpoints / "topvit-del5q", folder)
+    TopViTImageProcessor(size={"height": 32, "width": 16}, cell_reference_length=80.0).save_pretrained(folder)
+    head = AberrationHead.from_pretrained(folder)
+    image, boxes = synthetic_metaphase()
+    cell = pipeline_with(MALE, [head]).analyze_cell(image, boxes=boxes)
+    fives = [i for i, label in enumerate(cell.labels) if label == "5"]
+    # The rods are 24-48 px long, so the cell is enlarged towards the 80 px reference.
+    assert cell.cell_scale > 1.5
+    native = TopViTImageProcessor(size={"height": 32, "width": 16})
+    expected = aberration_probabilities(head.model, native, [rescale_chromosome(cell.crops[i], cell.cell_scale)
+                                                             for i in fives])[:, 1]
+    np.testing.assert_allclose(cell.head_probabilities["del(5q)"][fives], expected, atol=1e-5)
 
 
 def test_operating_point_file_sets_the_cell_threshold(checkpoints, tmp_path):

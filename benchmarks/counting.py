@@ -1,0 +1,122 @@
+"""How exactly the detector counts a metaphase, by how crowded it is: the count every karyotype rests on.
+
+On every validation metaphase and a seeded 200 of the training metaphases (where no decoding setting was tuned),
+the shipped detector runs once with its score floor for AP (0.01); its operating point (the checkpoint's threshold)
+is the subset above it. Metaphases are split into terciles of crowding: the share of annotated chromosomes whose box
+overlaps another annotated box by more than a fifth of the smaller one (touching and crossing chromosomes). Per
+tercile and overall: exact-count rate, over- and under-count rates, |error| <= 1 rate, mean |error|, recall and
+precision at IoU 0.5 at the operating point, AP50 and AP50:95 at the floor, and the detector's latency: the whole
+call as the pipeline makes it (down to its candidate floor), on the first --timed metaphases of each split, 2 threads
+by default, on an otherwise idle machine.
+
+    python benchmarks/counting.py [--detector checkpoints/centernet-chromosomes] [--train 200] [--threads 2]
+Writes benchmarks/results/counting.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from karyohf.data import load_metaphases, split_metaphases
+from karyohf.detection import ChromosomeDetector
+from karyohf.detection.evaluation import AP_SCORE_FLOOR, count_matches, score_detections
+from karyohf.images import as_gray_uint8
+from karyohf.pipeline import CANDIDATE_FLOOR
+
+TOUCHING = 0.2  # intersection over the smaller box above which two annotated chromosomes touch or cross
+
+
+def crowding(boxes: np.ndarray) -> float:
+    """The share of a metaphase's annotated chromosomes that touch or cross another (see TOUCHING)."""
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    if len(boxes) < 2:
+        return 0.0
+    x0, y0 = np.maximum(boxes[:, None, 0], boxes[None, :, 0]), np.maximum(boxes[:, None, 1], boxes[None, :, 1])
+    x1, y1 = np.minimum(boxes[:, None, 2], boxes[None, :, 2]), np.minimum(boxes[:, None, 3], boxes[None, :, 3])
+    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    ratio = inter / np.maximum(np.minimum(area[:, None], area[None, :]), 1e-6)
+    np.fill_diagonal(ratio, 0)
+    return float((ratio.max(1) > TOUCHING).mean())
+
+
+def count_metrics(truth: list[np.ndarray], found: list, threshold: float, sizes) -> dict:
+    metrics, _, _ = score_detections(truth, found, sizes, threshold)
+    true_counts = np.array([len(b) for b in truth])
+    counted = np.array([len(f.above(threshold)) for f in found])
+    error = counted - true_counts
+    return {"metaphases": len(truth), "exact_count": round(float((error == 0).mean()), 4),
+            "over_count": round(float((error > 0).mean()), 4), "under_count": round(float((error < 0).mean()), 4),
+            "within_one": round(float((np.abs(error) <= 1).mean()), 4),
+            "mean_abs_error": round(float(np.abs(error).mean()), 3),
+            "recall50": round(metrics["recall50"], 4), "precision50": round(metrics["precision50"], 4),
+            "ap50": round(metrics["ap50"], 4), "ap50_95": round(metrics["ap50_95"], 4),
+            "missed_per_image": round(float(sum(len(t) - count_matches(f.above(threshold).boxes, t)
+                                                for t, f in zip(truth, found)) / len(truth)), 3)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--detector", default="checkpoints/centernet-chromosomes")
+    parser.add_argument("--train", type=int, default=200, help="seeded training metaphases scored beside validation")
+    parser.add_argument("--limit", type=int, default=None, help="at most this many validation metaphases")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--timed", type=int, default=50, help="metaphases per split timed at the pipeline's call")
+    parser.add_argument("--output", type=Path, default=Path("benchmarks/results/counting.json"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    detector = ChromosomeDetector.from_pretrained(args.detector)
+    threshold = detector.score_threshold
+    splits = split_metaphases(load_metaphases())
+    validation = splits["validation"]
+    if args.limit:
+        validation = validation.select(range(min(args.limit, len(validation))))
+    train = splits["train"].shuffle(seed=args.seed).select(range(min(args.train, len(splits["train"]))))
+    results = {}
+    for split, dataset in (("validation", validation), ("train (nothing tuned)", train)):
+        truth, found, sizes, crowd, latency = [], [], [], [], []
+        for example in dataset:
+            gray = as_gray_uint8(example["image"])
+            if len(latency) < args.timed:
+                started = time.perf_counter()
+                detector(gray, score_threshold=CANDIDATE_FLOOR)
+                latency.append(time.perf_counter() - started)
+            found.append(detector(gray, score_threshold=AP_SCORE_FLOOR))
+            truth.append(np.asarray(example["boxes"], np.float32).reshape(-1, 4))
+            sizes.append((example["height"], example["width"]))
+            crowd.append(crowding(truth[-1]))
+        crowd = np.asarray(crowd)
+        edges = np.quantile(crowd, [1 / 3, 2 / 3])
+        tercile = np.digitize(crowd, edges, right=True)
+        entry = {"all": count_metrics(truth, found, threshold, sizes)}
+        for k, name in enumerate(("least crowded third", "middle third", "most crowded third")):
+            chosen = np.flatnonzero(tercile == k)
+            entry[name] = {"crowding": [round(float(crowd[chosen].min()), 3), round(float(crowd[chosen].max()), 3)],
+                           **count_metrics([truth[i] for i in chosen], [found[i] for i in chosen], threshold,
+                                           [sizes[i] for i in chosen])}
+        entry["latency_ms"] = {"median": round(1000 * float(np.median(latency)), 1),
+                               "p90": round(1000 * float(np.percentile(latency, 90)), 1)}
+        results[split] = entry
+        print(split, json.dumps(entry["all"]), entry["latency_ms"], flush=True)
+        for name in ("least crowded third", "middle third", "most crowded third"):
+            row = entry[name]
+            print(f"  {name:20s} exact {row['exact_count']:.3f}  over {row['over_count']:.3f}  under "
+                  f"{row['under_count']:.3f}  recall {row['recall50']:.3f}  precision {row['precision50']:.3f}  "
+                  f"AP50 {row['ap50']:.3f}  missed/image {row['missed_per_image']}", flush=True)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps({
+        "detector": args.detector, "score_threshold": threshold, "ap_score_floor": AP_SCORE_FLOOR,
+        "threads": args.threads, "touching": TOUCHING, "seed": args.seed,
+        "goals": {"exact_count": 0.85, "within_one": 0.98, "ap50": 0.99, "ap50_95": 0.80, "median_ms": 150},
+        "results": results}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

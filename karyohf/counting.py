@@ -1,0 +1,127 @@
+"""Which detected objects are chromosomes: the count every karyotype rests on.
+
+The detector alone counts a metaphase exactly in about a third of cases: most chromosomes it misses still have a
+box scored under its threshold, and most of its false boxes are debris, a nucleus cut by the image edge, the
+misplaced partner of a touching pair, or a duplicate. The pipeline therefore looks at every object down to a low
+score floor and weighs each with what it knows beside the score: how much the box overlaps stronger ones, its size
+and shape against the cell's chromosomes, whether the identity model can place it and how many copies of that class
+the cell already has, whether it touches the image edge. `ObjectVerifier` is a logistic model over those
+`OBJECT_FEATURES`, fitted on the detector's own boxes in training metaphases (`train/fit_object_verifier.py`), and
+stored as JSON beside the detector (`object_verifier.json`): P(object is a chromosome). Objects it is unsure of are
+the count's doubt.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .metrics import prediction_entropy
+
+VERIFIER_FILE = "object_verifier.json"
+# The features, in the order the verifier's coefficients are stored.
+OBJECT_FEATURES = (
+    "score_logit",  # the detector's confidence
+    "overlap_stronger",  # largest IoU with a higher-scored object
+    "inside_stronger",  # largest share of the box inside a higher-scored object's box
+    "log_relative_area",  # box area against the median of the cell's confident boxes
+    "log_elongation",  # long side over short side
+    "identity_confidence",  # the identity model's top probability
+    "identity_entropy",
+    "copies_before",  # stronger objects the identity model gives the same class (2 is a full pair)
+    "edge_distance",  # distance to the image edge, in median box sides (clipped at 1)
+    "cell_excess",  # confident boxes in the cell minus 46, over 10 (clipped at +-1)
+)
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, np.float64), 1e-4, 1 - 1e-4)
+    return np.log(p / (1 - p))
+
+
+def object_features(boxes, scores, probabilities, image_shape, sure_threshold: float) -> np.ndarray:
+    """(N, len(OBJECT_FEATURES)) features of one metaphase's objects: `boxes` (xyxy), detector `scores`, identity
+    `probabilities` (N, classes) of each object's own crop, the image's (rows, cols), and the detector's threshold
+    (its confident boxes set the cell's typical size and count)."""
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    count = len(boxes)
+    features = np.zeros((count, len(OBJECT_FEATURES)))
+    if not count:
+        return features
+    scores = np.asarray(scores, np.float64).reshape(-1)
+    probabilities = np.asarray(probabilities, np.float64).reshape(count, -1)
+    widths, heights = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    area = np.maximum(widths * heights, 1.0)
+    sure = scores >= sure_threshold
+    typical = np.median(area[sure]) if sure.any() else np.median(area)
+    side = np.sqrt(typical)
+    x0, y0 = np.maximum(boxes[:, None, 0], boxes[None, :, 0]), np.maximum(boxes[:, None, 1], boxes[None, :, 1])
+    x1, y1 = np.minimum(boxes[:, None, 2], boxes[None, :, 2]), np.minimum(boxes[:, None, 3], boxes[None, :, 3])
+    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    iou = inter / (area[:, None] + area[None, :] - inter)
+    inside = inter / area[:, None]
+    # Stronger: higher score, ties broken by order, so that of two equal boxes exactly one is the duplicate.
+    order = np.argsort(-scores, kind="stable")
+    rank = np.empty(count, np.int64)
+    rank[order] = np.arange(count)
+    stronger = rank[None, :] < rank[:, None]
+    labels = probabilities.argmax(1)
+    same = labels[:, None] == labels[None, :]
+    rows, cols = image_shape[:2]
+    edge = np.minimum.reduce([boxes[:, 0], boxes[:, 1], cols - boxes[:, 2], rows - boxes[:, 3]])
+    features[:, 0] = _logit(scores)
+    features[:, 1] = np.where(stronger, iou, 0).max(1)
+    features[:, 2] = np.where(stronger, inside, 0).max(1)
+    features[:, 3] = np.log(area / typical)
+    features[:, 4] = np.log(np.maximum(widths, heights).clip(1) / np.minimum(widths, heights).clip(1))
+    features[:, 5] = probabilities.max(1)
+    features[:, 6] = prediction_entropy(probabilities)
+    features[:, 7] = np.minimum((stronger & same).sum(1), 4)
+    features[:, 8] = np.clip(edge / side, 0, 1)
+    features[:, 9] = np.clip((sure.sum() - 46) / 10, -1, 1)
+    return features
+
+
+class ObjectVerifier:
+    """P(object is a chromosome) from `object_features`: a logistic model on standardised features."""
+
+    def __init__(self, mean, scale, coefficients, intercept: float, threshold: float = 0.5, fitted_on: dict = None):
+        self.mean, self.scale = np.asarray(mean, np.float64), np.asarray(scale, np.float64)
+        self.coefficients, self.intercept = np.asarray(coefficients, np.float64), float(intercept)
+        if not (self.mean.shape == self.scale.shape == self.coefficients.shape == (len(OBJECT_FEATURES),)):
+            raise ValueError(f"an object verifier needs {len(OBJECT_FEATURES)} means, scales and coefficients")
+        self.threshold = float(threshold)
+        self.fitted_on = fitted_on or {}
+
+    def __call__(self, features) -> np.ndarray:
+        features = np.asarray(features, np.float64).reshape(-1, len(OBJECT_FEATURES))
+        z = ((features - self.mean) / self.scale) @ self.coefficients + self.intercept
+        return (1 / (1 + np.exp(-z))).astype(np.float32)
+
+    def to_dict(self) -> dict:
+        return {"features": list(OBJECT_FEATURES), "mean": self.mean.round(6).tolist(),
+                "scale": self.scale.round(6).tolist(), "coefficients": self.coefficients.round(6).tolist(),
+                "intercept": round(self.intercept, 6), "threshold": self.threshold, "fitted_on": self.fitted_on}
+
+    def save(self, folder: str | Path) -> Path:
+        path = Path(folder) / VERIFIER_FILE
+        path.write_text(json.dumps(self.to_dict(), indent=1))
+        return path
+
+    @classmethod
+    def from_folder(cls, folder: str | Path) -> "ObjectVerifier | None":
+        """The verifier stored beside a detector checkpoint, or None when it has none."""
+        path = Path(folder) / VERIFIER_FILE
+        if not path.is_file():
+            return None
+        stored = json.loads(path.read_text())
+        if tuple(stored.get("features", ())) != OBJECT_FEATURES:
+            raise ValueError(f"{path}: its features {stored.get('features')} are not this version's "
+                             f"{list(OBJECT_FEATURES)}; refit it with train/fit_object_verifier.py")
+        return cls(stored["mean"], stored["scale"], stored["coefficients"], stored["intercept"],
+                   stored.get("threshold", 0.5), stored.get("fitted_on"))
+
+
+__all__ = ["OBJECT_FEATURES", "VERIFIER_FILE", "ObjectVerifier", "object_features"]

@@ -1,0 +1,116 @@
+"""The object verifier: its features, its file, and the pipeline counting what it believes."""
+
+import json
+
+import numpy as np
+import pytest
+
+from karyohf.counting import OBJECT_FEATURES, VERIFIER_FILE, ObjectVerifier, object_features
+from karyohf.cytogenetics import CHROMOSOMES
+from karyohf.pipeline import KaryotypePipeline
+from tests.test_pipeline import MALE, CandidateIdentifier, FixedIdentifier, ScoredDetector, synthetic_metaphase
+
+COLUMN = {name: i for i, name in enumerate(OBJECT_FEATURES)}
+
+
+def one_hot(labels):
+    p = np.full((len(labels), len(CHROMOSOMES)), 1e-3)
+    for i, label in enumerate(labels):
+        p[i, CHROMOSOMES.index(label)] = 1.0
+    return p / p.sum(1, keepdims=True)
+
+
+def test_features_see_duplicates_copies_size_and_the_image_edge():
+    boxes = [[10, 10, 20, 40], [10, 10, 20, 40], [50, 50, 60, 80], [0, 100, 10, 130], [70, 10, 130, 70]]
+    scores = [0.9, 0.4, 0.8, 0.7, 0.6]
+    f = object_features(boxes, scores, one_hot(["1", "1", "1", "2", "3"]), (200, 200), sure_threshold=0.5)
+    assert f.shape == (5, len(OBJECT_FEATURES))
+    # The weaker of two equal boxes is the duplicate; the stronger is inside nothing.
+    assert f[1, COLUMN["overlap_stronger"]] == pytest.approx(1) and f[1, COLUMN["inside_stronger"]] == pytest.approx(1)
+    assert f[0, COLUMN["overlap_stronger"]] == 0
+    # Strongest first (0.9, 0.8, 0.4): the weakest of three 1s has two stronger copies of its class before it.
+    assert list(f[:3, COLUMN["copies_before"]]) == [0, 2, 1]
+    assert f[3, COLUMN["edge_distance"]] == 0 and f[2, COLUMN["edge_distance"]] == 1
+    # The 60x60 box is 12x the median confident area (10x30): a nucleus, not a chromosome.
+    assert f[4, COLUMN["log_relative_area"]] == pytest.approx(np.log(12))
+    assert f[0, COLUMN["log_elongation"]] == pytest.approx(np.log(3))
+    assert f[0, COLUMN["cell_excess"]] == pytest.approx(-1)  # 4 confident boxes: far under 46
+    assert object_features(np.zeros((0, 4)), [], np.zeros((0, 24)), (10, 10), 0.3).shape == (0, len(OBJECT_FEATURES))
+
+
+def weights(**named):
+    return [named.get(name, 0.0) for name in OBJECT_FEATURES]
+
+
+def test_the_verifier_file_round_trips_and_refuses_other_features(tmp_path):
+    verifier = ObjectVerifier(np.zeros(len(OBJECT_FEATURES)), np.ones(len(OBJECT_FEATURES)),
+                              weights(score_logit=1.0), intercept=0.5, threshold=0.45, fitted_on={"metaphases": 3})
+    features = np.random.default_rng(0).normal(size=(7, len(OBJECT_FEATURES)))
+    loaded = ObjectVerifier.from_folder(verifier.save(tmp_path).parent)
+    np.testing.assert_allclose(loaded(features), verifier(features), rtol=1e-5)
+    assert loaded.threshold == 0.45 and loaded.fitted_on == {"metaphases": 3}
+    assert ObjectVerifier.from_folder(tmp_path / "elsewhere") is None
+    stored = json.loads((tmp_path / VERIFIER_FILE).read_text())
+    stored["features"] = stored["features"][:-1]
+    (tmp_path / VERIFIER_FILE).write_text(json.dumps(stored))
+    with pytest.raises(ValueError, match=f"{VERIFIER_FILE}.*refit"):
+        ObjectVerifier.from_folder(tmp_path)
+
+
+def test_the_pipeline_counts_a_weak_box_the_verifier_believes():
+    """45 sure boxes and the 46th scored 0.2: the detector alone counts 45 (-15); a verifier that weighs the cell's
+    missing pair counts the 46th and the cell is 46,XY."""
+    image, boxes = synthetic_metaphase(46)
+    lacking = MALE.copy()
+    lacking.remove("15")
+    scores = [0.9] * 45 + [0.2]
+    # Believes an object unless it is a third copy: the weak 15 completes a pair.
+    verifier = ObjectVerifier(np.zeros(len(OBJECT_FEATURES)), np.ones(len(OBJECT_FEATURES)),
+                              weights(copies_before=-3.0), intercept=4.5)
+    pipe = KaryotypePipeline(CandidateIdentifier(lacking, "15"), detector=ScoredDetector(boxes, scores),
+                             verifier=verifier)
+    cell = pipe.analyze_cell(image)
+    assert cell.chromosome_count == 46 and cell.karyotype == "46,XY" and len(cell.candidate_boxes) == 0
+    assert cell.verification.shape == (46,) and (cell.verification > 0.5).all()
+
+
+def test_a_confident_duplicate_box_is_left_out_of_the_count_and_kept_for_review():
+    image, boxes = synthetic_metaphase(46)
+    boxes = np.concatenate([boxes, boxes[:1]])  # a second box on the first chromosome
+    scores = [0.9] * 46 + [0.85]
+    verifier = ObjectVerifier(np.zeros(len(OBJECT_FEATURES)), np.ones(len(OBJECT_FEATURES)),
+                              weights(overlap_stronger=-10.0), intercept=3.0)
+    pipe = KaryotypePipeline(FixedIdentifier(MALE + ["1"]), detector=ScoredDetector(boxes, scores),
+                             verifier=verifier)
+    cell = pipe.analyze_cell(image)
+    assert cell.chromosome_count == 46 and cell.karyotype == "46,XY"
+    assert len(cell.candidate_boxes) == 1 and cell.candidate_verification[0] < 0.01
+    assert cell.candidate_scores[0] == pytest.approx(0.85)
+    # Without a verifier the same objects give a false trisomy 1.
+    alone = KaryotypePipeline(FixedIdentifier(MALE + ["1"]), detector=ScoredDetector(boxes, scores))
+    assert alone.analyze_cell(image).chromosome_count == 47
+
+
+def test_given_boxes_are_all_counted_whatever_the_verifier():
+    image, boxes = synthetic_metaphase(46)
+    verifier = ObjectVerifier(np.zeros(len(OBJECT_FEATURES)), np.ones(len(OBJECT_FEATURES)),
+                              weights(), intercept=-10.0)  # believes nothing
+    cell = KaryotypePipeline(FixedIdentifier(MALE), verifier=verifier).analyze_cell(image, boxes=boxes)
+    assert cell.chromosome_count == 46 and np.isnan(cell.verification).all()
+
+
+def test_a_person_can_count_an_object_the_pipeline_left_out():
+    image, boxes = synthetic_metaphase(46)
+    lacking = MALE.copy()
+    lacking.remove("15")
+    pipe = KaryotypePipeline(CandidateIdentifier(lacking, "15"), detector=ScoredDetector(boxes, [0.9] * 45 + [0.2]))
+    cell = pipe.analyze_cell(image)
+    assert cell.chromosome_count == 45 and cell.candidate_labels == ["15"]
+    pipe.identifier = FixedIdentifier(["15"])  # what the model says of the one crop it is now shown
+    counted = pipe.count_candidate(cell, 0, who="dr a")
+    assert counted.chromosome_count == 46 and counted.karyotype == "46,XY" and counted.confirmed[-1]
+    assert len(counted.candidate_labels) == 0 and counted.masks[-1].any() and len(counted.crops) == 46
+    assert counted.corrections[-1]["action"] == "count" and counted.corrections[-1]["who"] == "dr a"
+    assert counted.flags()[-1]["box"] == [round(float(v), 1) for v in boxes[45]]
+    with pytest.raises(ValueError, match="no uncounted object 0"):
+        pipe.count_candidate(counted, 0)
