@@ -9,7 +9,14 @@ precision at IoU 0.5 at the operating point, AP50 and AP50:95 at the floor, and 
 call as the pipeline makes it (down to its candidate floor), on the first --timed metaphases of each split, 2 threads
 by default, on an otherwise idle machine.
 
+With --pipeline the same metaphases also go through the pipeline's object stage (`KaryotypePipeline.objects`, every
+object down to the candidate floor, identified), its object verifier (`karyohf.counting`) and its count
+(`pipeline_count`: labelled within the cell, unsure extra copies left out): the "pipeline" rows count what the
+pipeline counts (recall and precision of those objects), and their AP ranks every object by the verifier's
+P(chromosome).
+
     python benchmarks/counting.py [--detector checkpoints/centernet-chromosomes] [--train 200] [--threads 2]
+    python benchmarks/counting.py --pipeline --threads 1     # also the pipeline's count (~3 s a metaphase)
 Writes benchmarks/results/counting.json.
 """
 
@@ -25,9 +32,10 @@ import torch
 
 from karyohf.data import load_metaphases, split_metaphases
 from karyohf.detection import ChromosomeDetector
+from karyohf.detection.boxes import Detections
 from karyohf.detection.evaluation import AP_SCORE_FLOOR, count_matches, score_detections
 from karyohf.images import as_gray_uint8
-from karyohf.pipeline import CANDIDATE_FLOOR
+from karyohf.pipeline import CANDIDATE_FLOOR, KaryotypePipeline, pipeline_count
 
 TOUCHING = 0.2  # intersection over the smaller box above which two annotated chromosomes touch or cross
 
@@ -69,11 +77,16 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--timed", type=int, default=50, help="metaphases per split timed at the pipeline's call")
+    parser.add_argument("--pipeline", action="store_true", help="also count with the pipeline's object verifier")
+    parser.add_argument("--checkpoints", default=None, help="the pipeline's checkpoints (default: the shipped ones)")
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results/counting.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     detector = ChromosomeDetector.from_pretrained(args.detector)
     threshold = detector.score_threshold
+    pipe = KaryotypePipeline.from_pretrained(args.checkpoints) if args.pipeline else None
+    if pipe is not None and pipe.verifier is None:
+        parser.error("--pipeline: the pipeline's detector has no object verifier (train/fit_object_verifier.py)")
     splits = split_metaphases(load_metaphases())
     validation = splits["validation"]
     if args.limit:
@@ -81,7 +94,7 @@ def main() -> None:
     train = splits["train"].shuffle(seed=args.seed).select(range(min(args.train, len(splits["train"]))))
     results = {}
     for split, dataset in (("validation", validation), ("train (nothing tuned)", train)):
-        truth, found, sizes, crowd, latency = [], [], [], [], []
+        truth, found, verified, sizes, crowd, latency = [], [], [], [], [], []
         for example in dataset:
             gray = as_gray_uint8(example["image"])
             if len(latency) < args.timed:
@@ -89,30 +102,46 @@ def main() -> None:
                 detector(gray, score_threshold=CANDIDATE_FLOOR)
                 latency.append(time.perf_counter() - started)
             found.append(detector(gray, score_threshold=AP_SCORE_FLOOR))
+            if pipe is not None:
+                objects = pipe.objects(gray)
+                p = pipe.verifier(objects.features)
+                counted, _ = pipeline_count(objects.identification.probabilities, objects.scores,
+                                            p >= pipe.verifier.threshold)
+                # Counted objects rank above every other (so the count is those above 1), by P within each group.
+                verified.append(Detections(boxes=objects.boxes, scores=np.where(counted, 1 + p, p) / 2))
             truth.append(np.asarray(example["boxes"], np.float32).reshape(-1, 4))
             sizes.append((example["height"], example["width"]))
             crowd.append(crowding(truth[-1]))
         crowd = np.asarray(crowd)
         edges = np.quantile(crowd, [1 / 3, 2 / 3])
         tercile = np.digitize(crowd, edges, right=True)
-        entry = {"all": count_metrics(truth, found, threshold, sizes)}
-        for k, name in enumerate(("least crowded third", "middle third", "most crowded third")):
-            chosen = np.flatnonzero(tercile == k)
-            entry[name] = {"crowding": [round(float(crowd[chosen].min()), 3), round(float(crowd[chosen].max()), 3)],
-                           **count_metrics([truth[i] for i in chosen], [found[i] for i in chosen], threshold,
-                                           [sizes[i] for i in chosen])}
+        rows = {"detector": (found, threshold)}
+        if pipe is not None:
+            rows["pipeline"] = (verified, 0.5)
+        entry = {}
+        for kind, (detections, at) in rows.items():
+            entry[kind] = {"all": count_metrics(truth, detections, at, sizes)}
+            for k, name in enumerate(("least crowded third", "middle third", "most crowded third")):
+                chosen = np.flatnonzero(tercile == k)
+                entry[kind][name] = {
+                    "crowding": [round(float(crowd[chosen].min()), 3), round(float(crowd[chosen].max()), 3)],
+                    **count_metrics([truth[i] for i in chosen], [detections[i] for i in chosen], at,
+                                    [sizes[i] for i in chosen])}
         entry["latency_ms"] = {"median": round(1000 * float(np.median(latency)), 1),
                                "p90": round(1000 * float(np.percentile(latency, 90)), 1)}
         results[split] = entry
-        print(split, json.dumps(entry["all"]), entry["latency_ms"], flush=True)
-        for name in ("least crowded third", "middle third", "most crowded third"):
-            row = entry[name]
-            print(f"  {name:20s} exact {row['exact_count']:.3f}  over {row['over_count']:.3f}  under "
-                  f"{row['under_count']:.3f}  recall {row['recall50']:.3f}  precision {row['precision50']:.3f}  "
-                  f"AP50 {row['ap50']:.3f}  missed/image {row['missed_per_image']}", flush=True)
+        print(split, entry["latency_ms"], flush=True)
+        for kind in rows:
+            print(f" {kind}: {json.dumps(entry[kind]['all'])}", flush=True)
+            for name in ("least crowded third", "middle third", "most crowded third"):
+                row = entry[kind][name]
+                print(f"  {name:20s} exact {row['exact_count']:.3f}  over {row['over_count']:.3f}  under "
+                      f"{row['under_count']:.3f}  recall {row['recall50']:.3f}  precision {row['precision50']:.3f}  "
+                      f"AP50 {row['ap50']:.3f}  missed/image {row['missed_per_image']}", flush=True)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps({
         "detector": args.detector, "score_threshold": threshold, "ap_score_floor": AP_SCORE_FLOOR,
+        "verifier": pipe.verifier.to_dict() if pipe is not None else None,
         "threads": args.threads, "touching": TOUCHING, "seed": args.seed,
         "goals": {"exact_count": 0.85, "within_one": 0.98, "ap50": 0.99, "ap50_95": 0.80, "median_ms": 150},
         "results": results}, indent=1))

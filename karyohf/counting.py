@@ -97,6 +97,8 @@ class ObjectVerifier:
 
     def __call__(self, features) -> np.ndarray:
         features = np.asarray(features, np.float64).reshape(-1, len(OBJECT_FEATURES))
+        if not len(features):
+            return np.zeros(0, np.float32)
         z = ((features - self.mean) / self.scale) @ self.coefficients + self.intercept
         return (1 / (1 + np.exp(-z))).astype(np.float32)
 

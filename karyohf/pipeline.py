@@ -31,7 +31,7 @@ from .crops import CANVAS_SIZE, cell_scale, isolate_chromosome, pixel_box, resca
 from .cytogenetics import CHROMOSOMES, get_aberration
 from .detection import ChromosomeDetector
 from .counting import ObjectVerifier, object_features
-from .identification import ChromosomeIdentifier, Identification
+from .identification import ChromosomeIdentifier, Identification, assign_within_cell
 from .images import ImageError, load_metaphase
 from .models.topvit.image_processing_topvit import center_on_canvas
 from .karyogram import render_karyogram
@@ -721,6 +721,22 @@ def counted_objects(labels, probabilities, scores, confirmed) -> np.ndarray:
             sure = scores[i] >= EXTRA_COPY_MIN_SCORE and probabilities[i, column] >= EXTRA_COPY_MIN_PROBABILITY
             counted[i] = bool(sure or confirmed[i])
     return counted
+
+
+def pipeline_count(probabilities, scores, kept) -> tuple[np.ndarray, list[str]]:
+    """What `analyze_cell` counts among the objects `kept` (each object's own identity probabilities and detector
+    score): labelled jointly within the cell, unsure extra copies left out (`counted_objects`). Returns which of all
+    the objects are counted, and their labels."""
+    kept = np.asarray(kept, dtype=bool)
+    counted = np.zeros(len(kept), dtype=bool)
+    chosen = np.flatnonzero(kept)
+    if not len(chosen):
+        return counted, []
+    probabilities = np.asarray(probabilities)[chosen]
+    labels = [CHROMOSOMES[k] for k in assign_within_cell(probabilities, list(CHROMOSOMES))]
+    keep = counted_objects(labels, probabilities, np.asarray(scores)[chosen], np.zeros(len(chosen), dtype=bool))
+    counted[chosen] = keep
+    return counted, [label for label, k in zip(labels, keep) if k]
 
 
 def _is_head(folder: Path) -> bool:

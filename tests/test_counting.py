@@ -114,3 +114,22 @@ def test_a_person_can_count_an_object_the_pipeline_left_out():
     assert counted.flags()[-1]["box"] == [round(float(v), 1) for v in boxes[45]]
     with pytest.raises(ValueError, match="no uncounted object 0"):
         pipe.count_candidate(counted, 0)
+
+
+
+def test_pipeline_count_is_what_analyze_cell_counts():
+    """The fitting script and the counting benchmark judge the verifier by `pipeline_count`: it must be the cell's
+    own count (here a duplicate box the verifier keeps and the extra-copy rule then leaves out)."""
+    from karyohf.pipeline import pipeline_count
+
+    image, boxes = synthetic_metaphase(46)
+    boxes = np.concatenate([boxes, boxes[:1]])
+    scores = [0.9] * 46 + [0.35]
+    verifier = ObjectVerifier(np.zeros(len(OBJECT_FEATURES)), np.ones(len(OBJECT_FEATURES)), weights(), 1.0)
+    pipe = KaryotypePipeline(FixedIdentifier(MALE + ["1"]), detector=ScoredDetector(boxes, scores), verifier=verifier)
+    cell = pipe.analyze_cell(image)
+    objects = pipe.objects(cell.image)
+    counted, labels = pipeline_count(objects.identification.probabilities, objects.scores,
+                                     verifier(objects.features) >= verifier.threshold)
+    assert len(cell.labels) == 47 and cell.chromosome_count == 46 == counted.sum()
+    assert sorted(labels) == sorted(cell.counted_labels)
