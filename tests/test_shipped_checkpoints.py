@@ -29,23 +29,29 @@ def checkpoint(name: str) -> Path:
 
 @pytest.fixture(scope="module")
 def held_out_crops(real_data_root):
-    """Held-out (validation-case) karyogram crops of chromosomes 5, 9 and 22 by class name."""
+    """Held-out (validation-case) karyogram crops of chromosomes 5, 9 and 22 by class name, each with its cell's
+    `cell_scale` (the heads read cell-normalised crops)."""
+    from karyohf.crops import karyogram_crops
     from karyohf.data import load_karyogram_crops, split_karyogram_crops
 
     validation = split_karyogram_crops(load_karyogram_crops(real_data_root))["validation"]
     chosen = {4: "5", 8: "9", 21: "22"}
-    rows = [i for i, c in enumerate(validation["chromosome"]) if c in chosen]
+    cells = sorted(set(validation["cell_id"]))[:40]
+    rows = [i for i, cell in enumerate(validation["cell_id"]) if cell in set(cells)]
     crops = {name: [] for name in chosen.values()}
-    for example in validation.select(rows[:600]):
-        crops[chosen[example["chromosome"]]].append(example["image"])
+    for example in karyogram_crops(validation.select(rows)):
+        if example["chromosome"] in chosen:
+            crops[chosen[example["chromosome"]]].append((example["image"], example["cell_scale"]))
     return crops
 
 
 def normal_and_aberrant(crops, aberration, chromosome, partners=None, count=20):
-    normal = [extract_chromosome(c, (0, 0, c.width, c.height)) for c in crops[:count]]
-    aberrant = [synthesize(c, aberration, chromosome, None if partners is None else partners[k], rng=k).image
-                for k, c in enumerate(crops[count : 2 * count])]
-    return normal + aberrant, np.r_[np.zeros(len(normal)), np.ones(len(aberrant))]
+    """(images, their cells' scales, labels): real normal crops, then derivatives synthesized from others."""
+    normal = [extract_chromosome(c, (0, 0, c.width, c.height)) for c, _ in crops[:count]]
+    aberrant = [synthesize(c, aberration, chromosome, None if partners is None else partners[k][0], rng=k).image
+                for k, (c, _) in enumerate(crops[count : 2 * count])]
+    scales = [scale for _, scale in crops[: 2 * count]]
+    return normal + aberrant, scales, np.r_[np.zeros(len(normal)), np.ones(len(aberrant))]
 
 
 def test_shipped_detector_finds_the_chromosomes_of_held_out_metaphases(real_data_root):
@@ -96,8 +102,8 @@ def test_shipped_del5q_head_separates_synthesized_deletions_from_real_fives(held
     model = AutoModelForImageClassification.from_pretrained(folder).eval()
     processor = AutoImageProcessor.from_pretrained(folder)
     assert model.config.id2label == {0: "normal", 1: "del(5q)"}
-    images, labels = normal_and_aberrant(held_out_crops["5"], "del(5q)", "5")
-    scores = aberration_probabilities(model, processor, images)[:, 1]
+    images, scales, labels = normal_and_aberrant(held_out_crops["5"], "del(5q)", "5")
+    scores = aberration_probabilities(model, processor, images, scales)[:, 1]
     assert aberration_aucs(labels, scores)["roc_auc"] > 0.85
 
 
@@ -110,8 +116,8 @@ def test_shipped_t9_22_head_separates_both_derivatives(held_out_crops):
     nines, twenty_twos = held_out_crops["9"], held_out_crops["22"]
     for target, crops, partners, column in (("9", nines, twenty_twos, 1), ("22", twenty_twos, nines, 2)):
         count = min(15, len(crops) // 2, len(partners))
-        images, labels = normal_and_aberrant(crops, "t(9;22)", target, partners, count)
-        scores = aberration_probabilities(model, processor, images)[:, column]
+        images, scales, labels = normal_and_aberrant(crops, "t(9;22)", target, partners, count)
+        scores = aberration_probabilities(model, processor, images, scales)[:, column]
         assert aberration_aucs(labels, scores)["roc_auc"] > 0.85, target
 
 
