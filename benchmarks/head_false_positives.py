@@ -28,11 +28,11 @@ import torch
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
-from identity_shifts import karyogram_cells, metaphase_cells, shifted
+from identity_shifts import karyogram_cells, metaphase_cells, shifted, validation_karyogram_cells
 from karyohf.aberrations import AberrationHead, aberration_probabilities
 from karyohf.crops import CANVAS_SIZE, cell_scale, isolate_chromosome
 from karyohf.cytogenetics import CHROMOSOMES
-from karyohf.data import load_karyogram_crops, split_karyogram_crops, validation_metaphases
+from karyohf.data import validation_metaphases
 from karyohf.models.topvit.image_processing_topvit import center_on_canvas
 from karyohf.synthesis import load_aberration_dataset
 
@@ -111,14 +111,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     heads = {path: AberrationHead.from_pretrained(path) for path in args.heads}
     metaphases = list(validation_metaphases(args.metaphases, seed=args.seed, status="normal"))
-    crops = split_karyogram_crops(load_karyogram_crops())["validation"]
-    chosen = sorted(set(crops["cell_id"]))
-    chosen = [chosen[i] for i in np.random.default_rng(args.seed).permutation(len(chosen))[: args.karyogram_cells]]
-    rows_of = {cell: [] for cell in chosen}
-    for index, cell in enumerate(crops["cell_id"]):
-        if cell in rows_of:
-            rows_of[cell].append(index)
-    karyograms = [[crops[i] for i in rows] for rows in rows_of.values()]
+    karyograms = validation_karyogram_cells(args.karyogram_cells, args.seed)
     derivatives = {}
     for head in heads.values():
         for key, chromosome in head.targets.values():

@@ -66,6 +66,18 @@ def karyogram_cells(cells, magnification: float, sigma: float):
         yield tight, [example["chromosome"] for example in crops]
 
 
+def validation_karyogram_cells(count: int, seed: int) -> list[list[dict]]:
+    """A seeded `count` of the validation karyogram cells, each as its list of crops."""
+    crops = split_karyogram_crops(load_karyogram_crops())["validation"]
+    chosen = sorted(set(crops["cell_id"]))
+    chosen = [chosen[i] for i in np.random.default_rng(seed).permutation(len(chosen))[:count]]
+    rows_of = {cell: [] for cell in chosen}
+    for index, cell in enumerate(crops["cell_id"]):
+        if cell in rows_of:
+            rows_of[cell].append(index)
+    return [[crops[i] for i in rows] for rows in rows_of.values()]
+
+
 def score(identifier: ChromosomeIdentifier, cells) -> dict:
     truth, alone, within = [], [], []
     for tight, classes in cells:
@@ -96,14 +108,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     metaphases = list(validation_metaphases(args.metaphases, seed=args.seed))
-    crops = split_karyogram_crops(load_karyogram_crops())["validation"]
-    chosen = sorted(set(crops["cell_id"]))
-    chosen = [chosen[i] for i in np.random.default_rng(args.seed).permutation(len(chosen))[: args.karyogram_cells]]
-    rows_of = {cell: [] for cell in chosen}
-    for index, cell in enumerate(crops["cell_id"]):
-        if cell in rows_of:
-            rows_of[cell].append(index)
-    cells = [[crops[i] for i in rows] for rows in rows_of.values()]
+    cells = validation_karyogram_cells(args.karyogram_cells, args.seed)
     identifiers = {path: ChromosomeIdentifier.from_pretrained(path) for path in args.identity}
     results = {path: {} for path in identifiers}
     for magnification, sigma in SHIFTS:
