@@ -168,6 +168,10 @@ def crop_features() -> datasets.Features:
     )
 
 
+# The two collections chromosome crops come from: cut from annotated metaphases, or a lab's karyogram cells.
+CROP_SOURCES = ("metaphase", "karyogram")
+
+
 def _crops_of_jobs(jobs: list[tuple[str, str, str, list[int]]], crop_code: str):
     """Generator for `Dataset.from_generator`: each worker gets a share of the (root, split, source, indices) jobs.
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torchvision.ops import box_iou
 from huggingface_hub.errors import StrictDataclassError
 from transformers import AutoImageProcessor, AutoModelForObjectDetection, Trainer, TrainingArguments
 
@@ -17,6 +18,7 @@ from karyohf.detection.centernet import (
     CenterNetCollator,
     median_chromosome_length,
     model_scale,
+    paste_overlapping_chromosomes,
     random_crop_at_model_scale,
     shrink_metaphase,
 )
@@ -100,6 +102,53 @@ def test_targets_peak_at_each_centre_and_share_regression_weight_per_chromosome(
     assert int(owner[centre]) == 1
     empty = centernet_targets(torch.zeros(0, 4), 16, 16, config)
     assert all(float(t.abs().sum()) == 0.0 for t in empty)
+
+
+def test_a_chromosome_whose_centre_lies_in_its_partners_region_still_regresses_its_own_box_there():
+    config = CenterNetConfig(**TINY)
+    # A long chromosome and a short one lying across its middle, 2 px off its centre: the short one's region covers
+    # the long one's centre cell, which must still predict the long box (else the long one's peak duplicates the
+    # short box and is suppressed).
+    boxes = torch.tensor([[0.5, 0.5, 0.12, 0.7], [0.53, 0.5, 0.3, 0.1]])
+    heatmap, box_targets, weights = centernet_targets(boxes, 16, 16, config)
+    long_centre = (int(0.5 * 16), int(0.5 * 16))
+    assert box_targets[long_centre].tolist() == pytest.approx([0.44, 0.15, 0.56, 0.85])
+    assert float(weights[long_centre]) > 0
+
+
+def test_two_chromosomes_centred_in_one_cell_get_a_peak_each():
+    config = CenterNetConfig(**TINY)
+    boxes = torch.tensor([[0.50, 0.50, 0.1, 0.4], [0.51, 0.51, 0.4, 0.1]])  # a cross, both centres in cell (8, 8)
+    heatmap, box_targets, _ = centernet_targets(boxes, 16, 16, config)
+    peaks = (heatmap == 1.0).nonzero().tolist()
+    assert len(peaks) == 2 and [8, 8] in peaks
+    other = next(p for p in peaks if p != [8, 8])
+    assert max(abs(other[0] - 8), abs(other[1] - 8)) == 1  # the neighbouring cell
+    assert {tuple(round(v, 3) for v in box_targets[tuple(p)].tolist()) for p in peaks} == {
+        (0.45, 0.3, 0.55, 0.7), (0.31, 0.46, 0.71, 0.56)}
+
+
+def test_pasted_chromosomes_lie_across_or_beside_another_with_their_own_box():
+    field, boxes = metaphase_with([(banded_rod(), (30, 40), 0), (banded_rod(50), (150, 60), 90)], size=(240, 200))
+    gray, boxes = np.asarray(field), np.asarray(boxes, dtype=np.float32)
+    pasted_gray, pasted = paste_overlapping_chromosomes(gray, boxes, 20, np.random.default_rng(0))
+    assert pasted_gray.shape == gray.shape and pasted_gray.dtype == np.uint8
+    assert len(pasted) > len(boxes) and (pasted[: len(boxes)] == boxes).all()  # the real boxes stay as they were
+    new = pasted[len(boxes):]
+    assert (new[:, :2] >= 0).all() and (new[:, 2] <= 240).all() and (new[:, 3] <= 200).all()
+    overlaps = box_iou(torch.as_tensor(new), torch.as_tensor(pasted)).numpy()
+    overlaps[np.arange(len(new)), len(boxes) + np.arange(len(new))] = 0  # each with itself
+    assert (overlaps.max(1) <= 0.6 + 1e-6).all()  # never one box over two
+    # A pasted rod is as long as the rods of this image, and the image is darker only where something was pasted.
+    sides = np.maximum(new[:, 2] - new[:, 0], new[:, 3] - new[:, 1])
+    assert ((sides > 35) & (sides < 75)).all()
+    covered = np.zeros(gray.shape, dtype=bool)
+    for x0, y0, x1, y1 in new.astype(int):
+        covered[y0:y1, x0:x1] = True
+    assert (pasted_gray[~covered] == gray[~covered]).all() and (pasted_gray[covered] <= gray[covered]).all()
+    # Too few whole chromosomes to pair: nothing changes.
+    lone = boxes[:1]
+    assert paste_overlapping_chromosomes(gray, lone, 3, np.random.default_rng(0))[1].shape == (1, 4)
 
 
 def test_focal_loss_rewards_confident_correct_heatmaps():

@@ -174,7 +174,8 @@ def train(args):
                                                                "chromosome_length": chromosome_length},
                                   desc="shrinking training metaphases")
     train_set = train_set.shuffle(seed=args.seed)
-    collator = CenterNetCollator(processor, augment=True, crop_size=args.crop_size, chromosome_length=chromosome_length)
+    collator = CenterNetCollator(processor, augment=True, crop_size=args.crop_size, chromosome_length=chromosome_length,
+                                 seed=args.seed)
     max_steps = args.max_steps or max(
         50, int(args.minutes * 60 / seconds_per_step(model, collator, train_set, args.batch_size, args.workers)))
     print(f"{model.num_parameters():,} parameters; {len(train_set):,} training metaphases; {max_steps:,} steps")

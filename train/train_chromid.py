@@ -37,7 +37,7 @@ import karyohf  # noqa: F401  (registers the Auto classes)
 from karyohf.cards import write_model_card
 from karyohf.crops import REFERENCE_LENGTH
 from karyohf.cytogenetics import CHROMOSOMES
-from karyohf.data import chromosome_crops
+from karyohf.data import CROP_SOURCES, chromosome_crops
 from karyohf.identification import EXTRA_COPY_COST, ChromosomeIdentifier, assign_within_cell
 from karyohf.metrics import (
     accuracy_at_retention,
@@ -85,6 +85,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--karyogram-repeats", type=int, default=1,
                         help="see each karyogram crop this many times per pass: that collection comes from another lab "
                              "and is under a quarter of the training crops")
+    parser.add_argument("--sources", nargs="+", choices=CROP_SOURCES, default=list(CROP_SOURCES),
+                        help="train only on crops of these collections (a cross-source test: score a model on the one "
+                             "it never saw)")
     parser.add_argument("--validation-limit", type=int, default=None, help="score only this many validation crops")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -161,7 +164,7 @@ def evaluate(identifier: ChromosomeIdentifier, dataset, output_dir: Path) -> dic
         members = np.nonzero(cells == cell)[0]
         within_cell[members] = assign_within_cell(result.probabilities[members], result.label_names)
     metrics, curves = {}, {}
-    for source in ("metaphase", "karyogram"):
+    for source in CROP_SOURCES:
         chosen = sources == source
         if not chosen.any():
             continue
@@ -290,6 +293,10 @@ def main(argv: list[str] | None = None) -> None:
 def train(args):
     """Train from --init or scratch; returns the trained model, its processor and the training record."""
     train_crops = load_from_disk(str(args.train_crops)) if args.train_crops else chromosome_crops("train")
+    if set(args.sources) != set(CROP_SOURCES):
+        if "source" not in train_crops.column_names:
+            raise ValueError("--sources needs each crop's source: train on the raw data, not on packed crops")
+        train_crops = train_crops.filter(lambda source: source in args.sources, input_columns="source")
     if args.karyogram_repeats > 1:
         if "source" not in train_crops.column_names:
             raise ValueError("--karyogram-repeats needs each crop's source: train on the raw data, not on packed crops")
@@ -339,6 +346,7 @@ def train(args):
         training_minutes=round((time.time() - started) / 60, 1),
         training_crops=len(train_crops),
         karyogram_repeats=args.karyogram_repeats,
+        sources=sorted(args.sources),
         batch_size=args.batch_size,
         cell_normalised=not args.native_scale,
         wide_scale_probability=args.wide_scale_probability,

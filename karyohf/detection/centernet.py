@@ -10,9 +10,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 from PIL import Image
+from torchvision.ops import box_iou
 
 from ..images import as_gray_uint8
 from ..models.centernet import CenterNetImageProcessor
+from ..segmentation import segment_in_box
 from .boxes import random_dihedral
 
 # Training zooms each metaphase to between these multiples of its model scale.
@@ -75,18 +77,77 @@ def random_exposure(gray: np.ndarray) -> np.ndarray:
     return (255.0 - 255.0 * ink.clip(0, 1)).astype(np.uint8)
 
 
+# Copy-paste pairs: share of training crops that get some, how many at most, how far the pasted chromosome's centre
+# lies from its partner's (in half their summed lengths: small crosses it, large touches it), and what a pasted box
+# may share with any other (above this one box would stand for two, which no annotator draws).
+PASTE_PROBABILITY, MAX_PASTES = 0.5, 3
+PASTE_DISTANCE = (0.2, 0.8)
+PASTE_MAX_IOU = 0.6
+
+
+def paste_overlapping_chromosomes(gray: np.ndarray, boxes: np.ndarray, count: int,
+                                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Up to `count` more touching and crossing pairs: a chromosome of this image, cut out by its threshold mask and
+    turned, laid over or beside another one, its box added. The light passes through both (the pasted
+    chromosome's transmission multiplies the image), so a crossing is darker than either chromosome, as on a slide.
+    Chromosomes of the same image keep its scale and stain, and crowded pairs are what the detector misses."""
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    height, width = gray.shape
+    # Whole chromosomes only: a box at the crop's edge may hold part of one.
+    inside = np.nonzero((boxes[:, 0] >= 1) & (boxes[:, 1] >= 1) & (boxes[:, 2] <= width - 1) & (boxes[:, 3] <= height - 1)
+                        & (np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) >= 4))[0]
+    if len(inside) < 2:
+        return gray, boxes
+    slide = float(np.percentile(gray, 95)) or 255.0
+    light = gray.astype(np.float32)
+    for _ in range(count):
+        source, partner = boxes[rng.choice(inside, 2, replace=False)]
+        x0, y0, x1, y1 = np.round(source).astype(int)
+        patch = gray[y0:y1, x0:x1]
+        mask = segment_in_box(gray, (x0, y0, x1, y1))
+        if mask.sum() < 10:
+            continue
+        rows, cols = np.nonzero(mask)
+        # The annotation's margin around the chromosome, kept around the pasted one.
+        margin = np.array([cols.min(), rows.min(), x1 - x0 - cols.max() - 1, y1 - y0 - rows.max() - 1], dtype=np.float32)
+        transmission = np.where(mask, np.minimum(patch / slide, 1.0), 1.0).astype(np.float32)
+        angle = rng.uniform(0, 360)
+        turned = np.asarray(Image.fromarray(transmission, mode="F").rotate(angle, Image.BILINEAR, expand=True, fillcolor=1.0))
+        turned_mask = np.asarray(Image.fromarray(mask.astype(np.float32), mode="F").rotate(angle, Image.BILINEAR, expand=True)) > 0.5
+        if not turned_mask.any():
+            continue
+        reach = (max(x1 - x0, y1 - y0) + max(partner[2] - partner[0], partner[3] - partner[1])) / 2
+        heading = rng.uniform(0, 2 * np.pi)
+        centre = (partner[:2] + partner[2:]) / 2 + rng.uniform(*PASTE_DISTANCE) * reach * np.array([np.cos(heading), np.sin(heading)])
+        th, tw = turned.shape
+        left, top = int(round(centre[0] - tw / 2)), int(round(centre[1] - th / 2))
+        if left < 0 or top < 0 or left + tw > width or top + th > height:
+            continue
+        rows, cols = np.nonzero(turned_mask)
+        box = np.array([left + cols.min(), top + rows.min(), left + cols.max() + 1, top + rows.max() + 1], dtype=np.float32)
+        box = (box + margin * np.array([-1, -1, 1, 1])).clip(0, [width, height, width, height])
+        if float(box_iou(torch.as_tensor(box[None]), torch.as_tensor(boxes)).max()) > PASTE_MAX_IOU:
+            continue
+        light[top:top + th, left:left + tw] *= np.where(turned_mask, turned, 1.0)
+        boxes = np.concatenate([boxes, box[None]])
+    return light.clip(0, 255).round().astype(np.uint8), boxes
+
+
 class CenterNetCollator:
     """Metaphase examples (`image`, `boxes` xyxy pixels) -> `pixel_values` and `labels` for `CenterNetForObjectDetection`.
 
     With `augment`: a random flip or quarter turn, a crop of `crop_size` at model scale (`model_scale`, with the
-    detector's `chromosome_length` if it has one) times a random zoom, and an exposure change. Without it: the whole
+    detector's `chromosome_length` if it has one) times a random zoom, on `paste_probability` of the crops up to
+    `MAX_PASTES` more touching or crossing pairs (`paste_overlapping_chromosomes`), and an exposure change. Without it: the whole
     padded square at `image_size`. Label boxes are (cx, cy, w, h) fractions of the input.
     """
 
     def __init__(self, processor: CenterNetImageProcessor, augment: bool = False, crop_size: int = 384,
-                 zoom: tuple[float, float] = ZOOM, chromosome_length: float | None = None):
+                 zoom: tuple[float, float] = ZOOM, chromosome_length: float | None = None,
+                 paste_probability: float = PASTE_PROBABILITY, seed: int | None = None):
         self.processor, self.augment, self.crop_size, self.zoom = processor, augment, crop_size, zoom
-        self.chromosome_length = chromosome_length
+        self.chromosome_length, self.paste_probability = chromosome_length, paste_probability
+        self.rng = np.random.default_rng(seed)
 
     def __call__(self, examples) -> dict:
         side = self.processor.size
@@ -98,6 +159,8 @@ class CenterNetCollator:
                 gray, boxes = random_dihedral(gray, boxes)
                 scale = model_scale(gray.shape, boxes, side, self.chromosome_length)
                 gray, boxes = random_crop_at_model_scale(gray, boxes, scale, self.crop_size, self.zoom)
+                if self.rng.random() < self.paste_probability:
+                    gray, boxes = paste_overlapping_chromosomes(gray, boxes, int(self.rng.integers(1, MAX_PASTES + 1)), self.rng)
                 pixels.append(self.processor.normalize_ink(random_exposure(gray)))
             else:
                 pixels.append(self.processor.square_input(gray))
