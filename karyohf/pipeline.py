@@ -395,7 +395,8 @@ class SpecimenResult:
 class CellObjects:
     """One metaphase's objects before counting (`KaryotypePipeline.objects`), one row each: box, detector score,
     whether it reaches the detector's threshold, its mask and mask box, the tight chromosome image, its own identity
-    (read at the cell's `scale`), and the object verifier's features."""
+    (read at the identity model's `scale`), the object verifier's features, and the cell's `cell_scale`
+    (`karyohf.crops.cell_scale`, as cell-normalised heads read it). Both scales measure the same sure chromosomes."""
 
     boxes: np.ndarray
     scores: np.ndarray
@@ -406,6 +407,7 @@ class CellObjects:
     identification: Identification
     scale: float
     features: np.ndarray
+    cell_scale: float = 1.0
 
 
 class KaryotypePipeline:
@@ -495,8 +497,10 @@ class KaryotypePipeline:
             keep.append(i)
         boxes = np.asarray(boxes, dtype=np.float32)[keep].reshape(-1, 4)
         scores, sure = np.asarray(scores, dtype=np.float32)[keep], sure[keep]
-        # One scale for the cell, from its sure chromosomes, as `ChromosomeIdentifier.identify_cell` sets it.
-        scale = self.identifier.scale_of([c for c, s in zip(isolated, sure) if s] or isolated)
+        # The cell measured once, on its sure chromosomes: the identity model's scale as
+        # `ChromosomeIdentifier.identify_cell` sets it, and the heads' (which a weak object must not move).
+        measured = [c for c, s in zip(isolated, sure) if s] or isolated
+        scale = self.identifier.scale_of(measured)
         if isolated:
             identification = self.identifier([rescale_chromosome(crop, scale) for crop in isolated])
         else:
@@ -504,7 +508,7 @@ class KaryotypePipeline:
                                             list(CHROMOSOMES))
         features = object_features(boxes, scores, identification.probabilities, gray.shape, threshold)
         return CellObjects(boxes, scores, sure, masks, np.asarray(mask_boxes, dtype=np.int64).reshape(-1, 4),
-                           isolated, identification, scale, features)
+                           isolated, identification, scale, features, cell_scale(measured))
 
     def __call__(self, images, study: str = "neoplasia", progress=None, specimen_id: str | None = None,
                  names: list[str] | None = None) -> SpecimenResult:
@@ -647,7 +651,7 @@ class KaryotypePipeline:
             denovo_scores=np.zeros(0), denovo_outliers=np.zeros(0, dtype=bool),
             head_probabilities={}, head_thresholds={}, aberration_scores={}, structural=(),
             reference_sex=reference_sex([(labels.count("X"), labels.count("Y"))]), study=study, quality="",
-            confirmed=np.zeros(len(labels), dtype=bool), cell_scale=cell_scale(isolated),
+            confirmed=np.zeros(len(labels), dtype=bool), cell_scale=objects.cell_scale,
             verification=np.asarray(verification, np.float32)[main],
             candidate_boxes=objects.boxes[other].reshape(-1, 4), candidate_scores=objects.scores[other],
             candidate_labels=[found.label_names[k] for k in found.probabilities[other].argmax(-1)] if len(other) else [],

@@ -133,3 +133,7 @@ def test_pipeline_count_is_what_analyze_cell_counts():
                                      verifier(objects.features) >= verifier.threshold)
     assert len(cell.labels) == 47 and cell.chromosome_count == 46 == counted.sum()
     assert sorted(labels) == sorted(cell.counted_labels)
+    # The cell is measured once, on its sure chromosomes: the heads' scale is the one the identity model read.
+    from karyohf.crops import cell_scale
+    assert cell.cell_scale == objects.cell_scale == pytest.approx(cell_scale(
+        [crop for crop, sure in zip(objects.isolated, objects.sure) if sure]))
