@@ -127,10 +127,11 @@ def main() -> None:
                     "crowding": [round(float(crowd[chosen].min()), 3), round(float(crowd[chosen].max()), 3)],
                     **count_metrics([truth[i] for i in chosen], [detections[i] for i in chosen], at,
                                     [sizes[i] for i in chosen])}
-        entry["latency_ms"] = {"median": round(1000 * float(np.median(latency)), 1),
-                               "p90": round(1000 * float(np.percentile(latency, 90)), 1)}
+        if latency:  # --timed 0: none timed
+            entry["latency_ms"] = {"median": round(1000 * float(np.median(latency)), 1),
+                                   "p90": round(1000 * float(np.percentile(latency, 90)), 1)}
         results[split] = entry
-        print(split, entry["latency_ms"], flush=True)
+        print(split, entry.get("latency_ms", ""), flush=True)
         for kind in rows:
             print(f" {kind}: {json.dumps(entry[kind]['all'])}", flush=True)
             for name in ("least crowded third", "middle third", "most crowded third"):
