@@ -32,7 +32,7 @@ import karyohf  # noqa: F401  (registers the Auto classes)
 from karyohf.cards import write_model_card
 from karyohf.data import load_metaphases, split_metaphases, validation_metaphases
 from karyohf.detection import ChromosomeDetector, OtsuBaselineDetector
-from karyohf.detection.centernet import CenterNetCollator, shrink_metaphase
+from karyohf.detection.centernet import PASTE_PROBABILITY, CenterNetCollator, shrink_metaphase
 from karyohf.detection.detector import DEFAULT_NMS_IOU, DEFAULT_SCORE_THRESHOLD
 from karyohf.detection.evaluation import AP_SCORE_FLOOR, evaluate_detector, format_table
 from karyohf.models.centernet import (
@@ -76,6 +76,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="inference setting saved in the config: heatmap cells off the peaks also propose boxes, at "
                              "their heat times this weight, before non-maximum suppression (`config.off_peak_weight`; "
                              "0: peaks only); default: keep the --init checkpoint's, or 0.5 from scratch")
+    parser.add_argument("--paste-probability", type=unit_interval, default=PASTE_PROBABILITY,
+                        help="share of training crops given up to three more touching or crossing pairs "
+                             "(karyohf.detection.centernet.paste_overlapping_chromosomes); the shipped weights predate it")
     parser.add_argument("--minutes", type=float, default=60.0, help="wall-clock training budget")
     parser.add_argument("--max-steps", type=int, default=None, help="default: as many as --minutes allows")
     parser.add_argument("--batch-size", type=int, default=8, help="per device")
@@ -175,7 +178,7 @@ def train(args):
                                   desc="shrinking training metaphases")
     train_set = train_set.shuffle(seed=args.seed)
     collator = CenterNetCollator(processor, augment=True, crop_size=args.crop_size, chromosome_length=chromosome_length,
-                                 seed=args.seed)
+                                 paste_probability=args.paste_probability, seed=args.seed)
     max_steps = args.max_steps or max(
         50, int(args.minutes * 60 / seconds_per_step(model, collator, train_set, args.batch_size, args.workers)))
     print(f"{model.num_parameters():,} parameters; {len(train_set):,} training metaphases; {max_steps:,} steps")
@@ -195,6 +198,7 @@ def train(args):
         "crop_size": args.crop_size,
         "batch_size": args.batch_size,
         "learning_rate": args.learning_rate,
+        "paste_probability": args.paste_probability,
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu x{torch.get_num_threads()}",
         "log": trainer.state.log_history,
     }
