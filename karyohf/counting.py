@@ -33,6 +33,11 @@ OBJECT_FEATURES = (
     "copies_before",  # stronger objects the identity model gives the same class (2 is a full pair)
     "edge_distance",  # distance to the image edge, in median box sides (clipped at 1)
     "cell_excess",  # confident boxes in the cell minus 46, over 10 (clipped at +-1)
+    # Against the stronger object it overlaps most (0 when it overlaps none): a duplicate box of one chromosome reads
+    # as the same class at a lower score, the partner of a touching pair as another class.
+    "same_identity_as_stronger",  # P(both objects are the same class), from their identity probabilities
+    "score_against_stronger",  # log of its score over that object's
+    "weaker_overlaps",  # weaker objects overlapping it at IoU > 0.3 (a real chromosome gathers stray boxes)
 )
 
 
@@ -81,6 +86,12 @@ def object_features(boxes, scores, probabilities, image_shape, sure_threshold: f
     features[:, 7] = np.minimum((stronger & same).sum(1), 4)
     features[:, 8] = np.clip(edge / side, 0, 1)
     features[:, 9] = np.clip((sure.sum() - 46) / 10, -1, 1)
+    overlapped = np.where(stronger, iou, -1.0)
+    partner = overlapped.argmax(1)
+    overlaps_one = overlapped.max(1) > 0.05
+    features[:, 10] = np.where(overlaps_one, (probabilities * probabilities[partner]).sum(1), 0.0)
+    features[:, 11] = np.where(overlaps_one, np.log(np.clip(scores, 1e-4, 1) / np.clip(scores[partner], 1e-4, 1)), 0.0)
+    features[:, 12] = (np.where(stronger.T, iou, 0) > 0.3).sum(1)
     return features
 
 

@@ -424,12 +424,13 @@ class KaryotypePipeline:
 
     @classmethod
     def from_pretrained(cls, path_or_id: str | os.PathLike | None = None, device: str | None = None,
-                        backend: str = "torch", precision: str = "fp32") -> "KaryotypePipeline":
+                        backend: str = "torch", precision: str = "fp32", verifier: bool = True) -> "KaryotypePipeline":
         """Load every model from one folder or Hub repository of checkpoints (see `resolve_checkpoints`): the
         identity model (`topvit-chromid/`, with its de novo index), the detector (`centernet-chromosomes/`) and every
         other subfolder whose model's first label is "normal" as an aberration head. `backend="onnxruntime"` runs the
         networks with onnxruntime, exported at first use (`karyohf.onnx_backend`); `precision="int8"` quantizes the
-        TopViT models (`karyohf.backends`). Everything around the networks is the same code."""
+        TopViT models (`karyohf.backends`). Everything around the networks is the same code. `verifier=False`
+        leaves out the detector's object verifier (counts at the detector's threshold; to fit a new verifier)."""
         check_backend(backend, precision)
         root = resolve_checkpoints(path_or_id)
         identity = root / IDENTIFIER_FOLDER
@@ -440,7 +441,7 @@ class KaryotypePipeline:
         heads = [AberrationHead.from_pretrained(folder, **run) for folder in sorted(root.iterdir())
                  if folder.name not in (IDENTIFIER_FOLDER, DETECTOR_FOLDER) and _is_head(folder)]
         denovo = DeNovoIndex.from_pretrained(identity) if (identity / "denovo_index.safetensors").is_file() else None
-        verifier = ObjectVerifier.from_folder(root / DETECTOR_FOLDER) if detector is not None else None
+        verifier = ObjectVerifier.from_folder(root / DETECTOR_FOLDER) if detector is not None and verifier else None
         return cls(identifier, detector, heads, denovo, low_confidence_entropy=_entropy_cutoff(identity),
                    verifier=verifier)
 

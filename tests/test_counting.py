@@ -35,6 +35,18 @@ def test_features_see_duplicates_copies_size_and_the_image_edge():
     assert f[4, COLUMN["log_relative_area"]] == pytest.approx(np.log(12))
     assert f[0, COLUMN["log_elongation"]] == pytest.approx(np.log(3))
     assert f[0, COLUMN["cell_excess"]] == pytest.approx(-1)  # 4 confident boxes: far under 46
+    # The duplicate reads as the class of the box it duplicates, at under half its score; that box gathers it.
+    assert f[1, COLUMN["same_identity_as_stronger"]] == pytest.approx(1, abs=0.05)
+    assert f[1, COLUMN["score_against_stronger"]] == pytest.approx(np.log(0.4 / 0.9))
+    assert f[0, COLUMN["weaker_overlaps"]] == 1 and f[1, COLUMN["weaker_overlaps"]] == 0
+    # Objects overlapping no stronger one have nothing to compare with.
+    assert f[2, COLUMN["same_identity_as_stronger"]] == 0 == f[2, COLUMN["score_against_stronger"]]
+
+
+def test_the_partner_of_a_touching_pair_reads_as_another_class():
+    boxes = [[10, 10, 20, 40], [14, 20, 24, 50]]  # overlapping at IoU 0.25
+    f = object_features(boxes, [0.9, 0.3], one_hot(["1", "7"]), (100, 100), sure_threshold=0.5)
+    assert f[1, COLUMN["same_identity_as_stronger"]] < 0.05 and f[1, COLUMN["overlap_stronger"]] == pytest.approx(0.25)
     assert object_features(np.zeros((0, 4)), [], np.zeros((0, 24)), (10, 10), 0.3).shape == (0, len(OBJECT_FEATURES))
 
 

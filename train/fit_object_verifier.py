@@ -29,7 +29,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from torchvision.ops import box_iou
 
-from karyohf.counting import OBJECT_FEATURES, ObjectVerifier
+from karyohf.counting import OBJECT_FEATURES, ObjectVerifier, object_features
 from karyohf.data import load_metaphases, split_metaphases
 from karyohf.images import as_gray_uint8
 from karyohf.cytogenetics import CHROMOSOMES
@@ -37,7 +37,7 @@ from karyohf.pipeline import IDENTIFIER_FOLDER, KaryotypePipeline, pipeline_coun
 
 BENCHMARKED_TRAIN = 200  # the first of the seeded training permutation: benchmarks/counting.py scores them
 REGULARISATION = (0.03, 0.1, 1.0)  # inverse L2 strengths tried (out of fold)
-THRESHOLDS = (0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5)
+THRESHOLDS = tuple(round(0.1 + 0.02 * k, 2) for k in range(16)) + (0.5,)  # 0.1, 0.12, ... 0.4, 0.5
 
 
 def matched(boxes: np.ndarray, scores: np.ndarray, truth: np.ndarray) -> np.ndarray:
@@ -74,6 +74,13 @@ def extract(pipe: KaryotypePipeline, dataset, path: Path) -> list[dict]:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(pickle.dumps(records))
     return records
+
+
+def with_current_features(records, sure_threshold: float) -> list[dict]:
+    """The records with `object_features` recomputed from what they cached, so a cache outlives a change of
+    features (it must be rebuilt when the detector or identity weights change)."""
+    return [{**r, "features": object_features(r["boxes"], r["scores"], r["probabilities"], r["shape"], sure_threshold)}
+            for r in records]
 
 
 def fit_verifier(records, regularisation: float) -> ObjectVerifier:
@@ -135,13 +142,13 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    pipe = KaryotypePipeline.from_pretrained(args.checkpoints)
-    pipe.verifier = None  # features of the raw objects, whatever verifier is installed
+    pipe = KaryotypePipeline.from_pretrained(args.checkpoints, verifier=False)  # the raw objects, whatever is installed
     splits = split_metaphases(load_metaphases())
     train = splits["train"].shuffle(seed=args.seed)
     train = train.select(range(BENCHMARKED_TRAIN, min(BENCHMARKED_TRAIN + args.metaphases, len(train))))
-    fit = extract(pipe, train, args.cache / f"train-{args.metaphases}.pkl")
-    validation = extract(pipe, splits["validation"], args.cache / "validation.pkl")
+    sure = pipe.detector.score_threshold
+    fit = with_current_features(extract(pipe, train, args.cache / f"train-{args.metaphases}.pkl"), sure)
+    validation = with_current_features(extract(pipe, splits["validation"], args.cache / "validation.pkl"), sure)
 
     # The real numerical training metaphases are where benchmarks/cell_calls.py measures aneuploidy sensitivity.
     numerical = set(train.filter(lambda s: s == "numerical", input_columns="karyotype_status")["image_id"])
