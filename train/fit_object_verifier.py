@@ -68,7 +68,7 @@ def extract(pipe: KaryotypePipeline, dataset, path: Path) -> list[dict]:
         records.append({"image_id": example["image_id"], "true_count": len(truth), "shape": gray.shape,
                         "boxes": objects.boxes, "scores": objects.scores, "sure": objects.sure,
                         "probabilities": objects.identification.probabilities.astype(np.float32),
-                        "features": objects.features, "chromosome": matched(objects.boxes, objects.scores, truth)})
+                        "chromosome": matched(objects.boxes, objects.scores, truth)})
         if n % 50 == 0:
             print(f"  {path.stem}: {n + 1}/{len(dataset)} ({time.time() - started:.0f} s)", flush=True)
     path.parent.mkdir(parents=True, exist_ok=True)
