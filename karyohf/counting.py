@@ -5,10 +5,10 @@ box scored under its threshold, and most of its false boxes are debris, a nucleu
 misplaced partner of a touching pair, or a duplicate. The pipeline therefore looks at every object down to a low
 score floor and weighs each with what it knows beside the score: how much the box overlaps stronger ones, its size
 and shape against the cell's chromosomes, whether the identity model can place it and how many copies of that class
-the cell already has, whether it touches the image edge. `ObjectVerifier` is a logistic model over those
-`OBJECT_FEATURES`, fitted on the detector's own boxes in training metaphases (`train/fit_object_verifier.py`), and
-stored as JSON beside the detector (`object_verifier.json`): P(object is a chromosome). Objects it is unsure of are
-the count's doubt.
+the cell already has, whether it touches the image edge. `ObjectVerifier` is a model over those
+`OBJECT_FEATURES` (logistic, or gradient-boosted trees where their interactions pay out of fold), fitted on the
+detector's own boxes in training metaphases (`train/fit_object_verifier.py`), and stored as JSON beside the detector
+(`object_verifier.json`): P(object is a chromosome). Objects it is unsure of are the count's doubt.
 """
 
 from __future__ import annotations
@@ -96,27 +96,30 @@ def object_features(boxes, scores, probabilities, image_shape, sure_threshold: f
 
 
 class ObjectVerifier:
-    """P(object is a chromosome) from `object_features`: a logistic model on standardised features."""
+    """P(object is a chromosome) from `object_features`, with the threshold the pipeline counts at. Stored as JSON
+    (`save`, `from_folder`) in one of two forms: `LogisticVerifier` or `TreeVerifier`."""
 
-    def __init__(self, mean, scale, coefficients, intercept: float, threshold: float = 0.5, fitted_on: dict = None):
-        self.mean, self.scale = np.asarray(mean, np.float64), np.asarray(scale, np.float64)
-        self.coefficients, self.intercept = np.asarray(coefficients, np.float64), float(intercept)
-        if not (self.mean.shape == self.scale.shape == self.coefficients.shape == (len(OBJECT_FEATURES),)):
-            raise ValueError(f"an object verifier needs {len(OBJECT_FEATURES)} means, scales and coefficients")
+    kind = None
+
+    def __init__(self, threshold: float = 0.5, fitted_on: dict = None):
         self.threshold = float(threshold)
         self.fitted_on = fitted_on or {}
+
+    def log_odds(self, features: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def parameters(self) -> dict:
+        raise NotImplementedError
 
     def __call__(self, features) -> np.ndarray:
         features = np.asarray(features, np.float64).reshape(-1, len(OBJECT_FEATURES))
         if not len(features):
             return np.zeros(0, np.float32)
-        z = ((features - self.mean) / self.scale) @ self.coefficients + self.intercept
-        return (1 / (1 + np.exp(-z))).astype(np.float32)
+        return (1 / (1 + np.exp(-self.log_odds(features)))).astype(np.float32)
 
     def to_dict(self) -> dict:
-        return {"features": list(OBJECT_FEATURES), "mean": self.mean.round(6).tolist(),
-                "scale": self.scale.round(6).tolist(), "coefficients": self.coefficients.round(6).tolist(),
-                "intercept": round(self.intercept, 6), "threshold": self.threshold, "fitted_on": self.fitted_on}
+        return {"kind": self.kind, "features": list(OBJECT_FEATURES), **self.parameters(), "threshold": self.threshold,
+                "fitted_on": self.fitted_on}
 
     def save(self, folder: str | Path) -> Path:
         path = Path(folder) / VERIFIER_FILE
@@ -133,8 +136,92 @@ class ObjectVerifier:
         if tuple(stored.get("features", ())) != OBJECT_FEATURES:
             raise ValueError(f"{path}: its features {stored.get('features')} are not this version's "
                              f"{list(OBJECT_FEATURES)}; refit it with train/fit_object_verifier.py")
-        return cls(stored["mean"], stored["scale"], stored["coefficients"], stored["intercept"],
-                   stored.get("threshold", 0.5), stored.get("fitted_on"))
+        kinds = {kind.kind: kind for kind in (LogisticVerifier, TreeVerifier)}
+        kind = stored.get("kind", LogisticVerifier.kind)  # files before trees were logistic
+        if kind not in kinds:
+            raise ValueError(f"{path}: unknown verifier kind {kind!r} (known: {sorted(kinds)})")
+        try:
+            return kinds[kind].from_parameters(stored, stored.get("threshold", 0.5), stored.get("fitted_on"))
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"{path}: not a valid {kind} verifier ({error})") from error
 
 
-__all__ = ["OBJECT_FEATURES", "VERIFIER_FILE", "ObjectVerifier", "object_features"]
+class LogisticVerifier(ObjectVerifier):
+    """A logistic model on standardised features."""
+
+    kind = "logistic"
+
+    def __init__(self, mean, scale, coefficients, intercept: float, threshold: float = 0.5, fitted_on: dict = None):
+        super().__init__(threshold, fitted_on)
+        self.mean, self.scale = np.asarray(mean, np.float64), np.asarray(scale, np.float64)
+        self.coefficients, self.intercept = np.asarray(coefficients, np.float64), float(intercept)
+        if not (self.mean.shape == self.scale.shape == self.coefficients.shape == (len(OBJECT_FEATURES),)):
+            raise ValueError(f"an object verifier needs {len(OBJECT_FEATURES)} means, scales and coefficients")
+
+    def log_odds(self, features: np.ndarray) -> np.ndarray:
+        return ((features - self.mean) / self.scale) @ self.coefficients + self.intercept
+
+    def parameters(self) -> dict:
+        return {"mean": self.mean.round(6).tolist(), "scale": self.scale.round(6).tolist(),
+                "coefficients": self.coefficients.round(6).tolist(), "intercept": round(self.intercept, 6)}
+
+    @classmethod
+    def from_parameters(cls, stored: dict, threshold: float, fitted_on: dict) -> "LogisticVerifier":
+        return cls(stored["mean"], stored["scale"], stored["coefficients"], stored["intercept"], threshold, fitted_on)
+
+
+class TreeVerifier(ObjectVerifier):
+    """Gradient-boosted regression trees on the raw features: the log-odds are `baseline` plus one leaf value per tree.
+    Each tree is a flat node table (`feature`, `threshold`, `left`, `right`, `value`; a leaf is its own child);
+    an object goes left where its feature is <= the node's threshold. Evaluated here in numpy, so that the verifier
+    is a small JSON file, not a pickled model."""
+
+    kind = "trees"
+
+    def __init__(self, baseline: float, trees: list[dict], threshold: float = 0.5, fitted_on: dict = None):
+        super().__init__(threshold, fitted_on)
+        self.baseline = float(baseline)
+        self.trees = [{key: list(tree[key]) for key in ("feature", "threshold", "left", "right", "value")}
+                      for tree in trees]
+        # All trees in one table: node ids offset per tree, every tree's root in `roots`.
+        sizes = [len(tree["value"]) for tree in self.trees]
+        offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        table = {key: np.concatenate([np.asarray(tree[key]) for tree in self.trees]) if self.trees else np.zeros(0)
+                 for key in ("feature", "threshold", "left", "right", "value")}
+        self._feature = table["feature"].astype(np.int64)
+        self._threshold = table["threshold"].astype(np.float64)
+        owner = np.repeat(offsets, sizes)
+        self._left = table["left"].astype(np.int64) + owner
+        self._right = table["right"].astype(np.int64) + owner
+        self._value = table["value"].astype(np.float64)
+        self._roots = offsets
+        if len(self._feature) and not (0 <= self._feature.min() and self._feature.max() < len(OBJECT_FEATURES)):
+            raise ValueError(f"tree nodes must split on features 0-{len(OBJECT_FEATURES) - 1}")
+        if len(self._left) and not (self._left.min() >= 0 and max(self._left.max(), self._right.max()) < len(owner)):
+            raise ValueError("tree children must be nodes of their own tree")
+        # Deep enough that every object has reached its leaf (a tree's depth is under its node count).
+        self._depth = max(sizes, default=0)
+
+    def log_odds(self, features: np.ndarray) -> np.ndarray:
+        nodes = np.broadcast_to(self._roots, (len(features), len(self._roots))).copy()
+        rows = np.arange(len(features))[:, None]
+        for _ in range(self._depth):
+            left = features[rows, self._feature[nodes]] <= self._threshold[nodes]
+            moved = np.where(left, self._left[nodes], self._right[nodes])
+            if np.array_equal(moved, nodes):
+                break
+            nodes = moved
+        return self.baseline + self._value[nodes].sum(1)
+
+    def parameters(self) -> dict:
+        return {"baseline": round(self.baseline, 8),
+                "trees": [{"feature": [int(v) for v in t["feature"]], "threshold": [float(v) for v in t["threshold"]],
+                           "left": [int(v) for v in t["left"]], "right": [int(v) for v in t["right"]],
+                           "value": [round(float(v), 8) for v in t["value"]]} for t in self.trees]}
+
+    @classmethod
+    def from_parameters(cls, stored: dict, threshold: float, fitted_on: dict) -> "TreeVerifier":
+        return cls(stored["baseline"], stored["trees"], threshold, fitted_on)
+
+
+__all__ = ["OBJECT_FEATURES", "VERIFIER_FILE", "LogisticVerifier", "ObjectVerifier", "TreeVerifier", "object_features"]

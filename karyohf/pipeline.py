@@ -30,6 +30,7 @@ from .aberrations import NORMAL, AberrationHead, DeNovoIndex, specimen_score
 from .crops import CANVAS_SIZE, cell_scale, isolate_chromosome, pixel_box, rescale_chromosome
 from .cytogenetics import CHROMOSOMES, get_aberration
 from .detection import ChromosomeDetector
+from .detection.boxes import Detections, non_maximum_suppression
 from .counting import ObjectVerifier, object_features
 from .identification import ChromosomeIdentifier, Identification, assign_within_cell
 from .images import ImageError, load_metaphase
@@ -60,6 +61,9 @@ MAX_LOW_CONFIDENCE = 0.25
 # down to CANDIDATE_FLOOR are identified too (never counted); one that the identity model names with at least
 # CANDIDATE_MIN_PROBABILITY as a chromosome the cell lacks turns that loss into "recount this cell".
 CANDIDATE_FLOOR, CANDIDATE_MIN_PROBABILITY = 0.05, 0.5
+# The candidates are suppressed less than the detector's own boxes: the box of one chromosome of a touching or
+# crossing pair often overlaps its partner's by more than the detector's NMS IoU. Up to MAX_CANDIDATES per metaphase.
+CANDIDATE_NMS_IOU, MAX_CANDIDATES = 0.75, 400
 # With an object verifier (`karyohf.counting`), every object down to the floor is weighed and those it believes are
 # counted; its doubt is the band around its threshold: a counted object under VERIFIED_SURE may be a false one, an
 # uncounted one over VERIFIED_DOUBT a missed chromosome.
@@ -472,11 +476,11 @@ class KaryotypePipeline:
         if boxes is not None:
             scores = np.ones(len(boxes), dtype=np.float32)
             threshold = 0.5
+            sure = np.ones(len(scores), dtype=bool)
         else:
             threshold = self.detector.score_threshold
-            found = self.detector(gray, score_threshold=min(CANDIDATE_FLOOR, threshold))
+            found, sure = detect_candidates(self.detector, gray)
             boxes, scores = found.boxes, found.scores
-        sure = np.asarray(scores) >= threshold
         # A segmenter of the whole metaphase shares pixels among the boxes it is given: only the sure ones.
         full_masks = self.segmenter(gray, boxes[sure]) if self.segmenter is not None and sure.any() else None
         sure_rank = np.cumsum(sure) - 1
@@ -726,6 +730,18 @@ def counted_objects(labels, probabilities, scores, confirmed) -> np.ndarray:
             sure = scores[i] >= EXTRA_COPY_MIN_SCORE and probabilities[i, column] >= EXTRA_COPY_MIN_PROBABILITY
             counted[i] = bool(sure or confirmed[i])
     return counted
+
+
+def detect_candidates(detector, gray: np.ndarray) -> tuple[Detections, np.ndarray]:
+    """The detector as the pipeline calls it: every box down to CANDIDATE_FLOOR under the looser CANDIDATE_NMS_IOU,
+    and which of them are sure (the detector's own boxes, at its threshold and its suppression)."""
+    threshold, nms_iou = detector.score_threshold, detector.nms_iou
+    found = detector(gray, score_threshold=min(CANDIDATE_FLOOR, threshold), nms_iou=max(CANDIDATE_NMS_IOU, nms_iou),
+                     max_detections=MAX_CANDIDATES)
+    above = np.flatnonzero(found.scores >= threshold)
+    sure = np.zeros(len(found.scores), dtype=bool)
+    sure[above[non_maximum_suppression(found.boxes[above], found.scores[above], nms_iou).numpy()]] = True
+    return found, sure
 
 
 def pipeline_count(probabilities, scores, kept) -> tuple[np.ndarray, list[str]]:

@@ -289,6 +289,21 @@ def test_detector_api_on_centernet(tmp_path):
     assert loaded.query is None and np.allclose(loaded(gray).boxes, found.boxes, atol=1e-4)
 
 
+def test_the_pipelines_candidates_hold_the_detectors_own_boxes_as_the_sure_ones():
+    """The pipeline asks for more than the detector keeps (lower floor, looser suppression): the sure ones among
+    them are exactly the detector's own boxes (tests/test_counting.py has the looser suppression adding one)."""
+    from karyohf.pipeline import detect_candidates
+
+    model, processor = tiny_centernet()
+    detector = ChromosomeDetector(model, processor, score_threshold=0.0, nms_iou=0.3)
+    gray = np.asarray(two_rod_metaphases()[0]["image"])
+    own = detector(gray)
+    found, sure = detect_candidates(detector, gray)
+    assert sure.sum() == len(own) and np.allclose(found.boxes[sure], own.boxes) and len(found) >= len(own)
+    with pytest.raises(ValueError, match="nms_iou must be in"):
+        detector(gray, nms_iou=1.5)
+
+
 def test_rescaled_side_brings_the_median_chromosome_to_the_learned_length():
     lengths = np.array([30.0, 40, 40, 45, 50])  # median 40 px in a 1024 x 800 image
     boxes = np.stack([np.zeros(5), np.zeros(5), lengths, lengths / 4], axis=1)  # lying rods: length is the width

@@ -5,7 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from karyohf.counting import OBJECT_FEATURES, VERIFIER_FILE, ObjectVerifier, object_features
+from pathlib import Path
+
+from karyohf.counting import OBJECT_FEATURES, VERIFIER_FILE, LogisticVerifier, ObjectVerifier, TreeVerifier, object_features
 from karyohf.cytogenetics import CHROMOSOMES
 from karyohf.pipeline import KaryotypePipeline
 from tests.test_pipeline import MALE, CandidateIdentifier, FixedIdentifier, ScoredDetector, synthetic_metaphase
@@ -55,7 +57,7 @@ def weights(**named):
 
 
 def test_the_verifier_file_round_trips_and_refuses_other_features(tmp_path):
-    verifier = ObjectVerifier(np.zeros(len(OBJECT_FEATURES)), np.ones(len(OBJECT_FEATURES)),
+    verifier = LogisticVerifier(np.zeros(len(OBJECT_FEATURES)), np.ones(len(OBJECT_FEATURES)),
                               weights(score_logit=1.0), intercept=0.5, threshold=0.45, fitted_on={"metaphases": 3})
     features = np.random.default_rng(0).normal(size=(7, len(OBJECT_FEATURES)))
     loaded = ObjectVerifier.from_folder(verifier.save(tmp_path).parent)
@@ -69,6 +71,36 @@ def test_the_verifier_file_round_trips_and_refuses_other_features(tmp_path):
         ObjectVerifier.from_folder(tmp_path)
 
 
+def test_tree_verifier_is_the_fitted_trees_and_round_trips(tmp_path, monkeypatch):
+    """The fit script's boosted trees, exported to the verifier's JSON node tables, give the probabilities scikit-learn
+    gives (an interaction a logistic model cannot fit: the score means nothing inside a stronger box)."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "train"))
+    from fit_object_verifier import tree_verifier
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3000, len(OBJECT_FEATURES)))
+    y = (x[:, COLUMN["score_logit"]] > 0) & (x[:, COLUMN["inside_stronger"]] < 0.5)
+    model = HistGradientBoostingClassifier(max_iter=40, max_leaf_nodes=7, random_state=0).fit(x, y)
+    verifier = tree_verifier(model)
+    verifier.threshold = 0.3
+    np.testing.assert_allclose(verifier(x), model.predict_proba(x)[:, 1], atol=1e-6)
+    assert ((verifier(x) >= 0.5) == y).mean() > 0.95
+    loaded = ObjectVerifier.from_folder(verifier.save(tmp_path).parent)
+    assert isinstance(loaded, TreeVerifier) and loaded.threshold == 0.3
+    np.testing.assert_allclose(loaded(x), verifier(x), atol=1e-6)
+    assert loaded(np.zeros((0, len(OBJECT_FEATURES)))).shape == (0,)
+    stored = json.loads((tmp_path / VERIFIER_FILE).read_text())
+    stored["trees"][0]["left"][0] = 10_000
+    (tmp_path / VERIFIER_FILE).write_text(json.dumps(stored))
+    with pytest.raises(ValueError, match=f"{VERIFIER_FILE}.*not a valid trees verifier.*children"):
+        ObjectVerifier.from_folder(tmp_path)
+    stored["kind"] = "forest"
+    (tmp_path / VERIFIER_FILE).write_text(json.dumps(stored))
+    with pytest.raises(ValueError, match="unknown verifier kind 'forest'"):
+        ObjectVerifier.from_folder(tmp_path)
+
+
 def test_the_pipeline_counts_a_weak_box_the_verifier_believes():
     """45 sure boxes and the 46th scored 0.2: the detector alone counts 45 (-15); a verifier that weighs the cell's
     missing pair counts the 46th and the cell is 46,XY."""
@@ -77,7 +109,7 @@ def test_the_pipeline_counts_a_weak_box_the_verifier_believes():
     lacking.remove("15")
     scores = [0.9] * 45 + [0.2]
     # Believes an object unless it is a third copy: the weak 15 completes a pair.
-    verifier = ObjectVerifier(np.zeros(len(OBJECT_FEATURES)), np.ones(len(OBJECT_FEATURES)),
+    verifier = LogisticVerifier(np.zeros(len(OBJECT_FEATURES)), np.ones(len(OBJECT_FEATURES)),
                               weights(copies_before=-3.0), intercept=4.5)
     pipe = KaryotypePipeline(CandidateIdentifier(lacking, "15"), detector=ScoredDetector(boxes, scores),
                              verifier=verifier)
@@ -90,7 +122,7 @@ def test_a_confident_duplicate_box_is_left_out_of_the_count_and_kept_for_review(
     image, boxes = synthetic_metaphase(46)
     boxes = np.concatenate([boxes, boxes[:1]])  # a second box on the first chromosome
     scores = [0.9] * 46 + [0.85]
-    verifier = ObjectVerifier(np.zeros(len(OBJECT_FEATURES)), np.ones(len(OBJECT_FEATURES)),
+    verifier = LogisticVerifier(np.zeros(len(OBJECT_FEATURES)), np.ones(len(OBJECT_FEATURES)),
                               weights(overlap_stronger=-10.0), intercept=3.0)
     pipe = KaryotypePipeline(FixedIdentifier(MALE + ["1"]), detector=ScoredDetector(boxes, scores),
                              verifier=verifier)
@@ -103,9 +135,30 @@ def test_a_confident_duplicate_box_is_left_out_of_the_count_and_kept_for_review(
     assert alone.analyze_cell(image).chromosome_count == 47
 
 
+def test_the_box_of_a_crossing_partner_is_a_candidate_not_a_sure_chromosome():
+    """Two chromosomes crossing so that their boxes overlap at IoU 0.67: the detector's own suppression (0.6) keeps
+    one; the pipeline still weighs the other (CANDIDATE_NMS_IOU), as a candidate, not as a sure chromosome."""
+    from karyohf.pipeline import CANDIDATE_NMS_IOU, detect_candidates
+
+    class SuppressingDetector(ScoredDetector):
+        nms_iou = 0.6
+
+        def __call__(self, image, score_threshold=None, nms_iou=None, max_detections=None):
+            from karyohf.detection.boxes import Detections, non_maximum_suppression
+            found = super().__call__(image, score_threshold)
+            keep = non_maximum_suppression(found.boxes, found.scores, self.nms_iou if nms_iou is None else nms_iou)
+            return Detections(boxes=found.boxes[keep.numpy()], scores=found.scores[keep.numpy()])
+
+    boxes = [[10, 10, 30, 60], [10, 20, 30, 70], [50, 10, 70, 60]]  # the first two at IoU 0.67
+    detector = SuppressingDetector(boxes, [0.9, 0.8, 0.7])
+    assert len(detector(None)) == 2 and CANDIDATE_NMS_IOU > 0.67
+    found, sure = detect_candidates(detector, None)
+    assert len(found) == 3 and sure.tolist() == [True, False, True]
+
+
 def test_given_boxes_are_all_counted_whatever_the_verifier():
     image, boxes = synthetic_metaphase(46)
-    verifier = ObjectVerifier(np.zeros(len(OBJECT_FEATURES)), np.ones(len(OBJECT_FEATURES)),
+    verifier = LogisticVerifier(np.zeros(len(OBJECT_FEATURES)), np.ones(len(OBJECT_FEATURES)),
                               weights(), intercept=-10.0)  # believes nothing
     cell = KaryotypePipeline(FixedIdentifier(MALE), verifier=verifier).analyze_cell(image, boxes=boxes)
     assert cell.chromosome_count == 46 and np.isnan(cell.verification).all()
@@ -137,7 +190,7 @@ def test_pipeline_count_is_what_analyze_cell_counts():
     image, boxes = synthetic_metaphase(46)
     boxes = np.concatenate([boxes, boxes[:1]])
     scores = [0.9] * 46 + [0.35]
-    verifier = ObjectVerifier(np.zeros(len(OBJECT_FEATURES)), np.ones(len(OBJECT_FEATURES)), weights(), 1.0)
+    verifier = LogisticVerifier(np.zeros(len(OBJECT_FEATURES)), np.ones(len(OBJECT_FEATURES)), weights(), 1.0)
     pipe = KaryotypePipeline(FixedIdentifier(MALE + ["1"]), detector=ScoredDetector(boxes, scores), verifier=verifier)
     cell = pipe.analyze_cell(image)
     objects = pipe.objects(cell.image)

@@ -119,20 +119,26 @@ class ChromosomeDetector:
         self.processor.save_pretrained(path)
 
     @torch.inference_mode()
-    def __call__(self, image, score_threshold: float | None = None) -> Detections:
+    def __call__(self, image, score_threshold: float | None = None, nms_iou: float | None = None,
+                 max_detections: int | None = None) -> Detections:
         """Detect chromosomes in one image: PIL, numpy (gray, RGB, 16-bit, float) or a path. A lower
         `score_threshold` for this call also returns the weaker candidates; the boxes above the detector's own
-        threshold are the same either way (suppression only ever removes a box for a stronger one)."""
+        threshold are the same either way (suppression only ever removes a box for a stronger one). A higher
+        `nms_iou` (and `max_detections`) also returns boxes that overlap stronger ones more: candidates for a
+        later judge of which are chromosomes."""
         gray = as_gray_uint8(image)
         threshold = self.score_threshold if score_threshold is None else score_threshold
         if not 0.0 <= threshold < 1.0:
             raise ValueError(f"score_threshold must be in [0, 1), got {threshold}")
+        nms_iou = self.nms_iou if nms_iou is None else nms_iou
+        if not 0.0 <= nms_iou <= 1.0:
+            raise ValueError(f"nms_iou must be in [0, 1], got {nms_iou}")
         boxes, scores = (self._owlv2_candidates(gray, threshold) if self.query is not None
                          else self._centernet_candidates(gray, threshold))
         # Boxes that the clipping squeezed below a pixel lay (almost) wholly in the padding.
         real = (boxes[:, 2] - boxes[:, 0] >= 1) & (boxes[:, 3] - boxes[:, 1] >= 1)
         boxes, scores = boxes[real], scores[real]
-        kept = non_maximum_suppression(boxes, scores, self.nms_iou)[: self.max_detections]
+        kept = non_maximum_suppression(boxes, scores, nms_iou)[: max_detections or self.max_detections]
         return Detections(boxes=boxes[kept].cpu().numpy().astype(np.float32), scores=scores[kept].cpu().numpy())
 
     def _owlv2_candidates(self, gray: np.ndarray, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
