@@ -18,8 +18,11 @@ from .crops import rescale_chromosome
 # Scales (of the cell-normalised size) a lone crop may come at: our karyogram crops are ~0.78 of it and our
 # metaphases ~1.07; a lab imaging at 0.77x or 1.9x our magnification puts its crops at ~0.6 to ~2.0.
 WIDE_SCALE = (0.6, 2.0)
-# Focus varies between microscopes and slides: a Gaussian blur of up to BLUR_SIGMA pixels on this share of crops.
-BLUR_PROBABILITY, BLUR_SIGMA = 0.3, (0.3, 2.0)
+# Optics vary between microscopes and slides: on this share of crops, the crop is re-imaged as a microscope with
+# less resolution would see it (shrunk to a magnification in IMAGING_MAGNIFICATION, out of focus by up to BLUR_SIGMA
+# pixels there, then back to its size). The blur acts before the cell is normalised, as another lab's does: a cell
+# imaged small and blurred is enlarged, blur and all, by the normalisation.
+BLUR_PROBABILITY, BLUR_SIGMA, IMAGING_MAGNIFICATION = 0.4, (0.3, 2.0), (0.5, 1.0)
 
 
 def augment_crop(crop: Image.Image, rng: np.random.Generator, scale_jitter: float = 0.08, cell_scale: float = 1.0,
@@ -32,6 +35,9 @@ def augment_crop(crop: Image.Image, rng: np.random.Generator, scale_jitter: floa
         image = image.rotate(180)
     if rng.random() < 0.5:
         image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    if rng.random() < BLUR_PROBABILITY:
+        magnification = float(np.exp(rng.uniform(*np.log(IMAGING_MAGNIFICATION))))
+        image = reimage(image, magnification, rng.uniform(*BLUR_SIGMA))
     if rng.random() < wide_scale_probability:
         scale = cell_scale * float(np.exp(rng.uniform(*np.log(WIDE_SCALE))))
     else:
@@ -50,7 +56,14 @@ def augment_crop(crop: Image.Image, rng: np.random.Generator, scale_jitter: floa
     gain, gamma = rng.uniform(0.75, 1.25), rng.uniform(0.8, 1.25)
     ink_curve = [255 - min(255.0, 255.0 * (((255 - v) / 255.0) ** gamma) * gain) for v in range(256)]
     image = image.point([int(round(v)) for v in ink_curve])
-    image = ImageEnhance.Sharpness(image).enhance(rng.uniform(0.5, 1.8))
-    if rng.random() < BLUR_PROBABILITY:
-        image = image.filter(ImageFilter.GaussianBlur(rng.uniform(*BLUR_SIGMA)))
-    return image
+    return ImageEnhance.Sharpness(image).enhance(rng.uniform(0.5, 1.8))
+
+
+def reimage(crop: Image.Image, magnification: float, sigma: float) -> Image.Image:
+    """`crop` as a microscope at `magnification` times ours, out of focus by `sigma` of its pixels, would give it,
+    brought back to the crop's size: detail finer than that microscope resolves is gone."""
+    width, height = crop.size
+    small = crop.resize((max(1, round(width * magnification)), max(1, round(height * magnification))),
+                        Image.Resampling.LANCZOS)
+    small = small.filter(ImageFilter.GaussianBlur(sigma))
+    return small.resize((width, height), Image.Resampling.BILINEAR)

@@ -171,3 +171,21 @@ def test_identify_cell_reads_a_cell_the_same_at_any_magnification():
     native_one, native_two = native.identify_cell(cell(1.0)), native.identify_cell(cell(2.0))
     assert native.cell_reference_length is None and native_one.scale == 1.0
     assert read_apart(at_one, at_two) < 0.2 * read_apart(native_one, native_two)
+
+
+def test_reimaging_loses_fine_bands_keeps_the_size_and_the_white_background():
+    """The optics augmentation shows a crop as a microscope of less resolution would: bands one pixel apart are
+    gone at half the magnification, the chromosome's outline and the background are not."""
+    from PIL import Image
+
+    from karyohf.augmentation import reimage
+
+    canvas = np.full((64, 32), 255, np.uint8)
+    canvas[8:56, 10:22] = np.where(np.arange(8, 56)[:, None] % 2 == 0, 40, 160)  # 1-px bands
+    crop = Image.fromarray(canvas)
+    sharp = reimage(crop, 1.0, 0.3)
+    coarse = np.asarray(reimage(crop, 0.5, 0.5), np.float64)
+    assert sharp.size == crop.size and coarse.shape == canvas.shape
+    band_contrast = lambda image: np.abs(np.diff(np.asarray(image, np.float64)[16:48, 14:18], axis=0)).mean()
+    assert band_contrast(sharp) > 40 and band_contrast(coarse) < 10
+    assert coarse[:4].min() > 250 and coarse[16:48, 14:18].mean() < 140  # white background, the ink still there
