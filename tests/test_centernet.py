@@ -291,7 +291,7 @@ def test_detector_api_on_centernet(tmp_path):
 
 def test_the_pipelines_candidates_hold_the_detectors_own_boxes_as_the_sure_ones():
     """The pipeline asks for more than the detector keeps (lower floor, looser suppression): the sure ones among
-    them are exactly the detector's own boxes (tests/test_counting.py has the looser suppression adding one)."""
+    them are the detector's own boxes (tests/test_counting.py has the looser suppression adding one)."""
     from karyohf.pipeline import detect_candidates
 
     model, processor = tiny_centernet()
