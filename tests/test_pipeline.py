@@ -370,6 +370,34 @@ def test_a_chromosome_pasted_into_a_metaphase_replaces_the_original_only():
     assert np.array_equal(pasted[outside], gray[outside])
 
 
+def test_a_pasted_chromosome_leaves_no_halo_where_the_original_was():
+    """The vacated part of the original is filled with the field around it, grain included: a flat patch is an
+    artefact that the detector and the object verifier would learn to read instead of the chromosome."""
+    from scipy import ndimage
+
+    from karyohf.crops import extract_chromosome
+    from karyohf.segmentation import segment_in_box
+    from karyohf.synthesis import paste_into_metaphase
+
+    image, boxes = synthetic_metaphase(4)
+    rng = np.random.default_rng(1)
+    gray = np.clip(np.asarray(image, np.float32) + ndimage.gaussian_filter(rng.normal(0, 12, image.size[::-1]), 0.7),
+                   0, 255).astype(np.uint8)
+    crop = np.asarray(extract_chromosome(gray, boxes[0])).copy()
+    rows = np.flatnonzero((crop < 200).any(1))
+    crop[rows[0] + (rows[-1] - rows[0]) // 3:] = 255  # a third of it stays
+    pasted = paste_into_metaphase(gray, boxes[0], Image.fromarray(crop)).astype(np.float32)
+    x0, y0, x1, y1 = (int(v) for v in boxes[0])
+    original = np.zeros(gray.shape, bool)
+    original[y0:y1, x0:x1] = segment_in_box(gray, (x0, y0, x1, y1))
+    # Where the original was, away from its edge and from the new one.
+    vacated = ndimage.binary_erosion(original) & (ndimage.distance_transform_edt(pasted > 200) > 3)
+    assert vacated.sum() > 40
+    field = (ndimage.distance_transform_edt(~original) > 8) & (ndimage.distance_transform_edt(~(np.asarray(gray) < 200)) > 8)
+    assert abs(pasted[vacated].mean() - np.median(pasted[field])) < 6
+    assert pasted[vacated].std() > 0.3 * pasted[field].std()
+
+
 def test_the_fhir_observation_carries_the_iscn_string():
     image, boxes = synthetic_metaphase()
     pipe = pipeline_with(MALE)
