@@ -266,3 +266,46 @@ def test_the_registry_names_each_shipped_head_its_labels_and_folder():
         assert [label_target(label) for label in head_labels(name)[1:]] == list(pairs)
     with pytest.raises(KeyError, match="no shipped aberration head 'inv3'"):
         head_labels("inv3")
+
+
+def _calibration(monkeypatch):
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.syspath_prepend(str(root / "benchmarks"))
+    monkeypatch.syspath_prepend(str(root / "train"))
+    import calibrate_specimen_calls
+
+    return calibrate_specimen_calls
+
+
+def test_the_operating_point_calls_as_many_normal_cells_as_the_specimen_rate_allows_and_sits_mid_gap(monkeypatch):
+    calibration = _calibration(monkeypatch)
+    from scipy.stats import binom
+
+    scores = np.linspace(0.01, 0.5, 248).tolist() + [0.6, 0.9, 0.99]  # 251 normal cells, three high ones
+    threshold, rate, specimen = calibration.chosen_threshold(np.asarray(scores), false_call_rate=0.005)
+    # One of 251 keeps P(>= 2 of 20 called) under 0.5%, two do not: the top cell is called, the 0.9 one is not.
+    assert binom.sf(1, 20, 1 / 251) <= 0.005 < binom.sf(1, 20, 2 / 251)
+    assert rate == pytest.approx(1 / 251) and specimen == pytest.approx(binom.sf(1, 20, 1 / 251))
+    logit = lambda p: np.log(p / (1 - p))  # noqa: E731
+    assert logit(threshold) == pytest.approx((logit(0.9) + logit(0.99)) / 2)
+    # A looser target calls more; none are called when even one would break it.
+    assert calibration.chosen_threshold(np.asarray(scores), 0.05)[0] < threshold
+    strict, strict_rate, _ = calibration.chosen_threshold(np.asarray(scores), 0.001)
+    assert strict > 0.99 and strict_rate == 0.0
+
+
+def test_tied_normal_scores_are_called_together_or_not_at_all(monkeypatch):
+    calibration = _calibration(monkeypatch)
+    scores = np.asarray([0.1] * 249 + [0.95, 0.95])  # the one allowed call cannot be split from its twin
+    threshold, rate, _ = calibration.chosen_threshold(scores, 0.005)
+    assert threshold > 0.95 and rate == 0.0
+
+
+def test_the_left_out_rate_scores_each_specimen_under_a_threshold_chosen_without_it(monkeypatch):
+    calibration = _calibration(monkeypatch)
+    # Specimen "a" holds both high normal cells: chosen with it, the threshold calls one of them; chosen without
+    # it, the threshold falls to the rest's top and calls both. That is the false-call rate a new specimen meets.
+    scores = np.asarray([0.1] * 248 + [0.95, 0.97, 0.5])
+    specimens = np.asarray([f"s{i // 2}" for i in range(248)] + ["a", "a", "b"])
+    assert calibration.chosen_threshold(scores, 0.005)[1] == pytest.approx(1 / 251)
+    assert calibration.left_out_rate(scores, specimens, 0.005) == pytest.approx(2 / 251)
