@@ -202,3 +202,26 @@ def test_pipeline_count_is_what_analyze_cell_counts():
     from karyohf.crops import cell_scale
     assert cell.cell_scale == objects.cell_scale == pytest.approx(cell_scale(
         [crop for crop, sure in zip(objects.isolated, objects.sure) if sure]))
+
+
+def test_a_simulated_gain_is_a_copy_where_no_box_lies_and_shows_in_the_count(monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "train"))
+    from fit_object_verifier import gain_visibility, with_extra_copy
+
+    boxes = np.array([[10, 10, 20, 40], [30, 10, 40, 40], [50, 10, 60, 40], [70, 10, 80, 40]], np.float32)
+    probabilities = np.full((4, len(CHROMOSOMES)), 0.001, np.float32)
+    for row, name in enumerate(["1", "1", "2", "2"]):
+        probabilities[row, CHROMOSOMES.index(name)] = 0.98
+    record = {"boxes": boxes, "scores": np.full(4, 0.9, np.float32), "probabilities": probabilities,
+              "sure": np.ones(4, bool), "chromosome": np.ones(4, bool), "shape": (200, 300)}
+    grown, gained = with_extra_copy(record, 0.3, np.random.default_rng(0))
+    assert gained in ("1", "2") and len(grown["boxes"]) == 5 and grown["features"].shape[0] == 5
+    new = grown["boxes"][-1]
+    assert all(min(new[2], b[2]) <= max(new[0], b[0]) or min(new[3], b[3]) <= max(new[1], b[1]) for b in boxes)
+    assert grown["probabilities"][-1].argmax() == CHROMOSOMES.index(gained) and grown["sure"][-1]
+    # Everything kept: the third copy is sure (score, identity) and counts; a keep rule that drops it hides it.
+    assert gain_visibility([record], lambda r: r["sure"], 0.3)["gain_shown"] == 1.0
+    assert gain_visibility([record], lambda r: np.arange(len(r["sure"])) < 4, 0.3)["gain_shown"] == 0.0
+    # No autosome sure and annotated, or no room: nothing to simulate.
+    assert with_extra_copy({**record, "sure": np.zeros(4, bool)}, 0.3, np.random.default_rng(0)) is None
+    assert with_extra_copy({**record, "shape": (40, 80)}, 0.3, np.random.default_rng(0)) is None
