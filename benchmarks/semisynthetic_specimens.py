@@ -40,8 +40,9 @@ FRACTIONS = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
 CELLS_PER_SPECIMEN = 20
 
 
-def aberrant_metaphase(example, key: str, rng: np.random.Generator) -> np.ndarray | None:
-    """The metaphase with one copy of each chromosome the aberration involves replaced by its derivative."""
+def aberrant_metaphase(example, key: str, rng: np.random.Generator) -> tuple[np.ndarray, dict] | None:
+    """The metaphase with one copy of each chromosome the aberration involves replaced by its derivative, and the
+    replaced chromosomes' annotated boxes."""
     names = [str(n) for n in range(1, 23)] + ["X", "Y"]
     labels = [names[c] for c in example["chromosomes"]]
     gray = as_gray_uint8(example["image"])
@@ -58,7 +59,23 @@ def aberrant_metaphase(example, key: str, rng: np.random.Generator) -> np.ndarra
         partner = next((crops[c] for c in crops if c != chromosome), None)
         derivative = synthesize(crops[chromosome], key, chromosome=chromosome, partner_image=partner, rng=seed)
         out = paste_into_metaphase(out, example["boxes"][index], derivative.image)
-    return out
+    return out, {chromosome: example["boxes"][index] for chromosome, index in chosen.items()}
+
+
+def derivative_found(cell, box) -> dict:
+    """Whether the pipeline counted the pasted derivative and how it labelled it: of the counted boxes lying at
+    least half inside the replaced chromosome's box, the one centred nearest the box's centre (the derivative is
+    laid over the original's centre)."""
+    x0, y0, x1, y1 = box
+    nearest, label = np.inf, None
+    for (a0, b0, a1, b1), name in zip(cell.boxes, cell.labels):
+        inside = max(0.0, min(x1, a1) - max(x0, a0)) * max(0.0, min(y1, b1) - max(y0, b0))
+        if inside < 0.5 * max((a1 - a0) * (b1 - b0), 1e-6):
+            continue
+        distance = np.hypot((a0 + a1 - x0 - x1) / 2, (b0 + b1 - y0 - y1) / 2)
+        if distance < nearest:
+            nearest, label = distance, name
+    return {"counted": label is not None, "label": label}
 
 
 def collect(cache: Path, images: int, threads: int) -> list[dict]:
@@ -75,12 +92,17 @@ def collect(cache: Path, images: int, threads: int) -> list[dict]:
                 if (example["image_id"], key) in done:
                     continue
                 rng = np.random.default_rng([int(example["image_id"]), len(key)])
-                image = aberrant_metaphase(example, key, rng)
-                if image is None:
+                made = aberrant_metaphase(example, key, rng)
+                if made is None:
                     continue
+                image, replaced = made
                 cell = pipe.analyze_cell(image, name=example["image_id"], study="constitutional")
                 record = {"image_id": example["image_id"], "aberration": key, "quality": cell.quality,
-                          "aberration_scores": cell.aberration_scores, "labels_counts": len(cell.labels)}
+                          "aberration_scores": cell.aberration_scores, "labels_counts": len(cell.labels),
+                          "derivatives": {c: derivative_found(cell, box) for c, box in replaced.items()},
+                          "head_probabilities": {name: [None if not np.isfinite(p) else float(p) for p in values]
+                                                 for name, values in cell.head_probabilities.items()},
+                          "labels": cell.labels}
                 out.write(json.dumps(record) + "\n")
                 out.flush()
                 records.append(record)
@@ -121,8 +143,18 @@ def evaluate(records: list[dict], normal_cells: list[dict], thresholds: dict[str
         # All fractions pooled against as many negatives as positives (the negatives re-drawn for the pool).
         pooled_negatives = [specimen_score(s, threshold)
                             for s in specimens(aberrant, normal, 0, len(all_positive), rng)]
+        # Where aberrant cells are lost before any head: the pasted derivative not counted, or counted under
+        # another label (a head screens only its own chromosomes).
+        found = [r["derivatives"] for r in records if r["aberration"] == key and r["quality"] == "analysable" and
+                 "derivatives" in r]
+        derivatives = {chromosome: {
+            "counted": float(np.mean([f[chromosome]["counted"] for f in found])) if found else None,
+            "counted and labelled as its chromosome": float(np.mean(
+                [f[chromosome]["label"] == chromosome for f in found])) if found else None,
+        } for chromosome in ABERRATIONS[key]}
         result[key] = {
             "aberrant metaphases": len(aberrant), "normal metaphases": len(normal), "cell threshold": threshold,
+            "pasted derivative, by the chromosome it replaced": derivatives,
             "cell-level: aberrant cells called": float(np.mean(np.asarray(aberrant) >= threshold)),
             "cell-level: normal cells called": float(np.mean(np.asarray(normal) >= threshold)),
             "pr_auc (all fractions pooled)": float(average_precision_score(
