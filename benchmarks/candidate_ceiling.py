@@ -44,7 +44,7 @@ def ceiling(detector: ChromosomeDetector, dataset) -> dict:
         found = detector(gray, score_threshold=lowest, nms_iou=1.0, max_detections=100_000)
         boxes, scores = torch.as_tensor(found.boxes), torch.as_tensor(found.scores)
         for floor, iou in SETTINGS:
-            above = torch.nonzero(scores >= floor).flatten()
+            above = torch.nonzero(scores > floor).flatten()  # as the detector keeps them
             kept = above[non_maximum_suppression(boxes[above], scores[above], iou)][:MAX_CANDIDATES]
             missing = len(truth) - count_matches(boxes[kept].numpy(), truth)
             row = rows[(floor, iou)]

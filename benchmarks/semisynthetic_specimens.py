@@ -68,7 +68,9 @@ def derivative_found(cell, box) -> dict:
     laid over the original's centre)."""
     x0, y0, x1, y1 = box
     nearest, label = np.inf, None
-    for (a0, b0, a1, b1), name in zip(cell.boxes, cell.labels):
+    for (a0, b0, a1, b1), name, counted in zip(cell.boxes, cell.labels, cell.counted):
+        if not counted:  # an unsure extra copy, left out of the count
+            continue
         inside = max(0.0, min(x1, a1) - max(x0, a0)) * max(0.0, min(y1, b1) - max(y0, b0))
         if inside < 0.5 * max((a1 - a0) * (b1 - b0), 1e-6):
             continue

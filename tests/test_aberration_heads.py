@@ -299,6 +299,12 @@ def test_tied_normal_scores_are_called_together_or_not_at_all(monkeypatch):
     scores = np.asarray([0.1] * 249 + [0.95, 0.95])  # the one allowed call cannot be split from its twin
     threshold, rate, _ = calibration.chosen_threshold(scores, 0.005)
     assert threshold > 0.95 and rate == 0.0
+    # Saturated scores: the threshold still lies above the cell not called, even past the logit's reach.
+    saturated = np.asarray([0.1] * 249 + [1.0 - 1e-16, 1.0])
+    threshold, rate, _ = calibration.chosen_threshold(saturated, 0.005)
+    assert np.sum(saturated >= threshold) == round(rate * len(saturated)) == 1
+    with pytest.raises(ValueError, match="no normal cell"):
+        calibration.chosen_threshold(np.zeros(0), 0.005)
 
 
 def test_the_left_out_rate_scores_each_specimen_under_a_threshold_chosen_without_it(monkeypatch):

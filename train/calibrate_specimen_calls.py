@@ -36,14 +36,17 @@ CLONE = 2
 
 
 def logit(p: np.ndarray | float) -> np.ndarray:
-    p = np.clip(np.asarray(p, np.float64), 1e-6, 1 - 1e-6)
+    p = np.clip(np.asarray(p, np.float64), 1e-15, 1 - 1e-15)
     return np.log(p / (1 - p))
 
 
 def chosen_threshold(scores: np.ndarray, false_call_rate: float) -> tuple[float, float, float]:
-    """(threshold, per-cell rate, specimen false-call probability) of the rule in the module docstring."""
+    """(threshold, per-cell rate, specimen false-call probability) of the rule in the module docstring; a cell is
+    called when its score is >= the threshold."""
     ranked = np.sort(np.asarray(scores, np.float64))[::-1]
     n, called = len(ranked), 0
+    if n == 0:
+        raise ValueError("no normal cell scores to choose an operating point on")
     while called < n and binom.sf(CLONE - 1, CELLS, (called + 1) / n) <= false_call_rate:
         called += 1
     while 0 < called < n and ranked[called - 1] <= ranked[called]:  # tied scores are called together or not at all
@@ -51,12 +54,17 @@ def chosen_threshold(scores: np.ndarray, false_call_rate: float) -> tuple[float,
     upper = ranked[called - 1] if called else 1.0
     lower = ranked[called] if called < n else 0.0
     threshold = float(1 / (1 + np.exp(-(logit(lower) + logit(upper)) / 2)))
+    if not lower < threshold <= upper:  # scores too close to 0 or 1 for the logit: just above the one not called
+        threshold = float(np.nextafter(lower, np.inf))
     rate = called / n
     return threshold, rate, float(binom.sf(CLONE - 1, CELLS, rate))
 
 
 def left_out_rate(scores: np.ndarray, specimens: np.ndarray, false_call_rate: float) -> float:
-    """Per-cell false-call rate when each specimen's cells meet the threshold chosen without that specimen."""
+    """Per-cell false-call rate when each specimen's cells meet the threshold chosen without that specimen (NaN
+    with fewer than two specimens)."""
+    if len(np.unique(specimens)) < 2:
+        return float("nan")
     called = 0
     for specimen in np.unique(specimens):
         own = specimens == specimen
@@ -83,14 +91,14 @@ def main() -> None:
             specimens = np.asarray([r["specimen_id"] for r in normal])
             threshold, rate, specimen = chosen_threshold(scores, args.false_call_rate)
             held_out = left_out_rate(scores, specimens, args.false_call_rate)
-            point["cell_threshold"][key] = round(threshold, 6)
+            point["cell_threshold"][key] = threshold  # unrounded: a rounded one may call other cells
             point["chosen_on"][key] = {
                 "normal validation metaphases (analysable)": len(scores), "specimens": len(set(specimens)),
                 "cells called": int(np.sum(scores >= threshold)),
                 "per-cell false-call rate": rate, "20-cell specimen false-call probability": specimen,
-                "per-cell false-call rate, leave one specimen out": held_out,
+                "per-cell false-call rate, leave one specimen out": None if np.isnan(held_out) else held_out,
                 "20-cell specimen false-call probability, leave one specimen out":
-                    float(binom.sf(CLONE - 1, CELLS, held_out)),
+                    None if np.isnan(held_out) else float(binom.sf(CLONE - 1, CELLS, held_out)),
                 "target": args.false_call_rate, "command": "python train/calibrate_specimen_calls.py"}
             print(f"{head.name} {key}: cell threshold {threshold:.4f}, {rate:.4f} of normal cells called "
                   f"({held_out:.4f} leaving each specimen out), P(normal 20-cell specimen called) {specimen:.4f}")

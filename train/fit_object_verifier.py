@@ -152,7 +152,7 @@ def loss_visibility(records, kept, seed: int = 0) -> dict:
 
 def with_extra_copy(record, sure_threshold: float, rng: np.random.Generator) -> tuple[dict, str] | None:
     """The record with one more copy of a confidently detected, annotated autosome, as a trisomy's third copy would
-    come: the same object (size, score, identity probabilities) again where it touches no other box, and every
+    come: the same object (size, score, identity probabilities) again where it overlaps no other box, and every
     object's features recomputed beside it. None when the metaphase has no such autosome or no room."""
     present = [i for i in np.flatnonzero(record["chromosome"] & record["sure"])
                if CHROMOSOMES[int(record["probabilities"][i].argmax())] not in ("X", "Y")]

@@ -355,7 +355,9 @@ def paste_into_metaphase(image, box, chromosome_image) -> np.ndarray:
         filled = inpaint_biharmonic(window / 255.0, covered) * 255.0
         ring = ndimage.binary_dilation(original, iterations=8) & ~covered
         grain = window - ndimage.gaussian_filter(window, 2.0)
-        spread = float(np.std(grain[ring])) if ring.sum() > 8 else 0.0
+        # The field's grain, robust to the edges of neighbours that reach into the ring.
+        deviation = np.abs(grain[ring] - np.median(grain[ring])) if ring.sum() > 8 else np.zeros(1)
+        spread = 1.4826 * float(np.median(deviation))
         rng = np.random.default_rng([x0, y0, x1, y1])  # the same metaphase, box and crop paste the same way
         noise = ndimage.gaussian_filter(rng.normal(size=window.shape), 0.7)
         noise *= spread / max(float(noise.std()), 1e-6)
