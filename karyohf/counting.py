@@ -18,9 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .cytogenetics import CHROMOSOMES
 from .metrics import prediction_entropy
 
 VERIFIER_FILE = "object_verifier.json"
+SEX_CLASSES = (CHROMOSOMES.index("X"), CHROMOSOMES.index("Y"))
 # The features, in the order the verifier's coefficients are stored.
 OBJECT_FEATURES = (
     "score_logit",  # the detector's confidence
@@ -30,7 +32,9 @@ OBJECT_FEATURES = (
     "log_elongation",  # long side over short side
     "identity_confidence",  # the identity model's top probability
     "identity_entropy",
-    "copies_before",  # stronger objects the identity model gives the same class (2 is a full pair)
+    # Stronger objects the identity model gives the same class, X and Y one class as the count pools them (2 is a
+    # full pair; a second Y beside X and Y is an extra copy, as a third 21 is).
+    "copies_before_sex_pooled",
     "edge_distance",  # distance to the image edge, in median box sides (clipped at 1)
     "cell_excess",  # confident boxes in the cell minus 46, over 10 (clipped at +-1)
     # Against the stronger object it overlaps most (0 when it overlaps none): a duplicate box of one chromosome reads
@@ -73,7 +77,8 @@ def object_features(boxes, scores, probabilities, image_shape, sure_threshold: f
     rank[order] = np.arange(count)
     stronger = rank[None, :] < rank[:, None]
     labels = probabilities.argmax(1)
-    same = labels[:, None] == labels[None, :]
+    pooled = np.where(labels == SEX_CLASSES[1], SEX_CLASSES[0], labels)
+    same = pooled[:, None] == pooled[None, :]
     rows, cols = image_shape[:2]
     edge = np.minimum.reduce([boxes[:, 0], boxes[:, 1], cols - boxes[:, 2], rows - boxes[:, 3]])
     features[:, 0] = _logit(scores)

@@ -31,7 +31,7 @@ def test_features_see_duplicates_copies_size_and_the_image_edge():
     assert f[1, COLUMN["overlap_stronger"]] == pytest.approx(1) and f[1, COLUMN["inside_stronger"]] == pytest.approx(1)
     assert f[0, COLUMN["overlap_stronger"]] == 0
     # Strongest first (0.9, 0.8, 0.4): the weakest of three 1s has two stronger copies of its class before it.
-    assert list(f[:3, COLUMN["copies_before"]]) == [0, 2, 1]
+    assert list(f[:3, COLUMN["copies_before_sex_pooled"]]) == [0, 2, 1]
     assert f[3, COLUMN["edge_distance"]] == 0 and f[2, COLUMN["edge_distance"]] == 1
     # The 60x60 box is 12x the median confident area (10x30): a nucleus, not a chromosome.
     assert f[4, COLUMN["log_relative_area"]] == pytest.approx(np.log(12))
@@ -101,6 +101,12 @@ def test_tree_verifier_is_the_fitted_trees_and_round_trips(tmp_path, monkeypatch
         ObjectVerifier.from_folder(tmp_path)
 
 
+def test_a_second_y_beside_x_and_y_is_an_extra_copy_as_the_count_pools_them():
+    boxes = [[10, 10, 20, 40], [40, 10, 50, 40], [70, 10, 80, 40], [100, 10, 110, 40]]
+    f = object_features(boxes, [0.9, 0.8, 0.7, 0.6], one_hot(["X", "Y", "Y", "X"]), (200, 200), sure_threshold=0.5)
+    assert list(f[:, COLUMN["copies_before_sex_pooled"]]) == [0, 1, 2, 3]
+
+
 def test_the_pipeline_counts_a_weak_box_the_verifier_believes():
     """45 sure boxes and the 46th scored 0.2: the detector alone counts 45 (-15); a verifier that weighs the cell's
     missing pair counts the 46th and the cell is 46,XY."""
@@ -110,7 +116,7 @@ def test_the_pipeline_counts_a_weak_box_the_verifier_believes():
     scores = [0.9] * 45 + [0.2]
     # Believes an object unless it is a third copy: the weak 15 completes a pair.
     verifier = LogisticVerifier(np.zeros(len(OBJECT_FEATURES)), np.ones(len(OBJECT_FEATURES)),
-                              weights(copies_before=-3.0), intercept=4.5)
+                              weights(copies_before_sex_pooled=-3.0), intercept=4.5)
     pipe = KaryotypePipeline(CandidateIdentifier(lacking, "15"), detector=ScoredDetector(boxes, scores),
                              verifier=verifier)
     cell = pipe.analyze_cell(image)
