@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from karyohf.aberrations import cell_aberration_scores
 from karyohf.data import load_metaphases, split_metaphases
 from karyohf.karyotype.cells import format_line, numerical_changes
 from karyohf.karyotype.specimen import reference_sex
@@ -63,10 +64,18 @@ def quality(record: dict, low_confidence_entropy: float) -> str:
 
 
 def read_cache(path: Path) -> list[dict]:
-    """The cached records, each with its quality under the pipeline's current rules."""
+    """The cached records, each with its quality and aberration scores under the pipeline's current rules (the
+    scores from the cached per-chromosome head probabilities, `cell_aberration_scores`)."""
     cutoff = KaryotypePipeline.from_pretrained().low_confidence_entropy
     records = [json.loads(line) for line in path.read_text().splitlines()]
-    return [r | {"quality": quality(r, cutoff)} for r in records]
+    return [r | {"quality": quality(r, cutoff), "aberration_scores": rescored(r)} for r in records]
+
+
+def rescored(record: dict) -> dict[str, float]:
+    """A cached cell's aberration scores under the current rule, from its heads' per-chromosome probabilities."""
+    if not record.get("head_probabilities"):
+        return record["aberration_scores"]
+    return cell_aberration_scores(record["head_probabilities"])
 
 
 def analyse(pipe, example, split) -> dict:

@@ -31,7 +31,7 @@ from karyohf.data import load_metaphases, split_metaphases
 from karyohf.images import as_gray_uint8
 from karyohf.pipeline import KaryotypePipeline, resolve_checkpoints
 from karyohf.synthesis import paste_into_metaphase, synthesize
-from cell_calls import read_cache
+from cell_calls import read_cache, rescored
 
 # The shipped heads' aberrations and the chromosomes whose derivatives are pasted: del(5q) -> 5, t(9;22) -> 9, 22.
 ABERRATIONS = {key: screened_chromosomes(name) for name, pairs in SHIPPED_HEADS.items()
@@ -177,7 +177,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "semisynthetic_specimens.json")
     args = parser.parse_args()
-    records = collect(args.cache, args.images, args.threads)
+    records = [r | {"aberration_scores": rescored(r)} for r in collect(args.cache, args.images, args.threads)]
     normal_cells = read_cache(args.cells_cache)
     normal_cells = [r for r in normal_cells if r["split"] == "validation" and r["status"] == "normal"]
     pipe_heads = KaryotypePipeline.from_pretrained().heads

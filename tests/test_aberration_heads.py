@@ -315,3 +315,14 @@ def test_the_left_out_rate_scores_each_specimen_under_a_threshold_chosen_without
     specimens = np.asarray([f"s{i // 2}" for i in range(248)] + ["a", "a", "b"])
     assert calibration.chosen_threshold(scores, 0.005)[1] == pytest.approx(1 / 251)
     assert calibration.left_out_rate(scores, specimens, 0.005) == pytest.approx(2 / 251)
+
+
+def test_a_cell_scores_either_derivative_of_a_translocation_and_its_best_chromosome():
+    from karyohf.aberrations import cell_aberration_scores
+
+    scores = cell_aberration_scores({"der(9)t(9;22)": [np.nan, 0.9], "der(22)t(9;22)": [None, 0.0],
+                                     "del(5q)": [0.2, np.nan, 0.1]})
+    # A der(9) alone is most of the evidence (its der(22) may have gone uncounted); the best 5 speaks for del(5q).
+    assert scores == pytest.approx({"t(9;22)": 0.9, "del(5q)": 0.2})
+    assert cell_aberration_scores({"der(9)t(9;22)": [0.5], "der(22)t(9;22)": [0.5]})["t(9;22)"] == pytest.approx(0.75)
+    assert cell_aberration_scores({"der(9)t(9;22)": [None], "der(22)t(9;22)": []})["t(9;22)"] == 0.0

@@ -14,7 +14,7 @@ import importlib
 import warnings
 
 from .denovo import DeNovoIndex
-from .heads import OPERATING_POINT_FILE, AberrationHead, aberration_probabilities, specimen_score
+from .heads import OPERATING_POINT_FILE, AberrationHead, aberration_probabilities, cell_aberration_scores, specimen_score
 from .labels import NORMAL, head_label_names, label_names, label_target
 from .registry import SHIPPED_HEADS, head_folder, head_labels, screened_chromosomes
 
@@ -25,6 +25,7 @@ __all__ = [
     "AberrationHead",
     "DeNovoIndex",
     "aberration_probabilities",
+    "cell_aberration_scores",
     "head_folder",
     "head_label_names",
     "head_labels",
