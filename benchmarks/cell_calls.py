@@ -94,6 +94,7 @@ def analyse(pipe, example, split) -> dict:
         "boxes": np.round(cell.boxes, 1).tolist(), "detection_scores": np.round(cell.scores, 3).tolist(),
         "probabilities": np.round(cell.probabilities, 4).tolist(), "karyotype": cell.karyotype,
         "possibly_missed": cell.possibly_missed, "count_range": list(cell.count_range),
+        "verification": [None if not np.isfinite(v) else round(float(v), 4) for v in cell.verification],
     }
 
 

@@ -104,7 +104,7 @@ def main() -> None:
             found.append(detector(gray, score_threshold=AP_SCORE_FLOOR))
             if pipe is not None:
                 objects = pipe.objects(gray)
-                p = pipe.verifier(objects.features)
+                p = pipe.verifier(objects.features, objects.identification.probabilities)
                 counted, _ = pipeline_count(objects.identification.probabilities, objects.scores,
                                             p >= pipe.verifier.threshold)
                 # Counted objects rank above every other (so the count is those above 1), by P within each group.
@@ -142,8 +142,9 @@ def main() -> None:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps({
         "detector": args.detector, "score_threshold": threshold, "ap_score_floor": AP_SCORE_FLOOR,
-        # What the verifier is and was fitted on; a tree verifier's node tables stay in its object_verifier.json.
-        "verifier": ({k: v for k, v in pipe.verifier.to_dict().items() if k != "trees"} if pipe is not None else None),
+        # What the verifier is and was fitted on; its trees' node tables stay in its object_verifier.json.
+        "verifier": ({k: v for k, v in pipe.verifier.to_dict().items() if k not in ("trees", "first", "second")}
+                     if pipe is not None else None),
         "threads": args.threads, "touching": TOUCHING, "seed": args.seed,
         "goals": {"exact_count": 0.85, "within_one": 0.98, "ap50": 0.99, "ap50_95": 0.80, "median_ms": 150},
         "results": results}, indent=1))

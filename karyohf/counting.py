@@ -5,10 +5,11 @@ box scored under its threshold, and most of its false boxes are debris, a nucleu
 misplaced partner of a touching pair, or a duplicate. The pipeline therefore looks at every object down to a low
 score floor and weighs each with what it knows beside the score: how much the box overlaps stronger ones, its size
 and shape against the cell's chromosomes, whether the identity model can place it and how many copies of that class
-the cell already has, whether it touches the image edge. `ObjectVerifier` is a model over those
-`OBJECT_FEATURES` (logistic, or gradient-boosted trees where their interactions pay out of fold), fitted on the
-detector's own boxes in training metaphases (`train/fit_object_verifier.py`), and stored as JSON beside the detector
-(`object_verifier.json`): P(object is a chromosome). Objects it is unsure of are the count's doubt.
+the cell already has, whether it touches the image edge, whether its mask adds ink no stronger object's holds.
+`ObjectVerifier` is a model over those `OBJECT_FEATURES` (logistic, gradient-boosted trees where their interactions
+pay out of fold, or two stages of trees, the second weighing what the first believes of the whole cell), fitted on
+the detector's own boxes in training metaphases (`train/fit_object_verifier.py`), and stored as JSON beside the
+detector (`object_verifier.json`): P(object is a chromosome). Objects it is unsure of are the count's doubt.
 """
 
 from __future__ import annotations
@@ -42,6 +43,19 @@ OBJECT_FEATURES = (
     "same_identity_as_stronger",  # P(both objects are the same class), from their identity probabilities
     "score_against_stronger",  # log of its score over that object's
     "weaker_overlaps",  # weaker objects overlapping it at IoU > 0.3 (a real chromosome gathers stray boxes)
+    # From its mask (`ink_measures`): a duplicate box adds no ink of its own, debris and nuclei stain differently.
+    "new_ink",  # share of its mask that no stronger object's mask covers
+    "log_relative_ink",  # its mean ink against the median of the cell's confident objects
+    "log_relative_banding",  # the spread of its ink (bands) against the same median
+    "mask_fill",  # share of its box its mask fills
+)
+INK_MEASURES = 4  # columns of `ink_measures`
+# What a `StackedVerifier`'s second stage adds to each object's features: what its first stage believes of the cell.
+CONTEXT_FEATURES = (
+    "first_stage_probability",  # the first stage's P(chromosome) of the object
+    "cell_expected_excess",  # the first stage's expected count of the cell minus 46, over 10
+    "class_believed_before",  # expected copies of its class (X and Y pooled) among objects believed more than it
+    "class_believed_others",  # expected copies of its class among all the cell's other objects
 )
 
 
@@ -50,10 +64,29 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
-def object_features(boxes, scores, probabilities, image_shape, sure_threshold: float) -> np.ndarray:
+def ink_measures(gray: np.ndarray, masks, mask_boxes, scores) -> np.ndarray:
+    """(N, INK_MEASURES) per object of a grey metaphase, from its box-local mask (`masks[i]` in the integer pixel box
+    `mask_boxes[i]`): the share of its mask no stronger (higher-scored) object's mask covers, its mean ink
+    (255 - gray), the spread of its ink, and the share of its box the mask fills."""
+    out = np.zeros((len(masks), INK_MEASURES))
+    covered = np.zeros(gray.shape[:2], dtype=bool)
+    ink = 255.0 - np.asarray(gray, np.float64)
+    for i in np.argsort(-np.asarray(scores, np.float64), kind="stable"):
+        x0, y0, x1, y1 = (int(v) for v in mask_boxes[i])
+        mask = np.asarray(masks[i], dtype=bool)
+        region = covered[y0:y1, x0:x1]
+        if not mask.any():
+            continue
+        values = ink[y0:y1, x0:x1][mask]
+        out[i] = (1 - (region & mask).sum() / mask.sum(), values.mean(), values.std(), mask.mean())
+        region |= mask
+    return out
+
+
+def object_features(boxes, scores, probabilities, image_shape, sure_threshold: float, ink) -> np.ndarray:
     """(N, len(OBJECT_FEATURES)) features of one metaphase's objects: `boxes` (xyxy), detector `scores`, identity
-    `probabilities` (N, classes) of each object's own crop, the image's (rows, cols), and the detector's threshold
-    (its confident boxes set the cell's typical size and count)."""
+    `probabilities` (N, classes) of each object's own crop, the image's (rows, cols), the detector's threshold
+    (its confident boxes set the cell's typical size and count) and the objects' `ink_measures`."""
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     count = len(boxes)
     features = np.zeros((count, len(OBJECT_FEATURES)))
@@ -97,7 +130,29 @@ def object_features(boxes, scores, probabilities, image_shape, sure_threshold: f
     features[:, 10] = np.where(overlaps_one, (probabilities * probabilities[partner]).sum(1), 0.0)
     features[:, 11] = np.where(overlaps_one, np.log(np.clip(scores, 1e-4, 1) / np.clip(scores[partner], 1e-4, 1)), 0.0)
     features[:, 12] = (np.where(stronger.T, iou, 0) > 0.3).sum(1)
+    ink = np.asarray(ink, np.float64).reshape(count, INK_MEASURES)
+    typical_ink = np.median(ink[sure], 0) if sure.any() else np.median(ink, 0)
+    features[:, 13] = ink[:, 0]
+    features[:, 14] = np.log(np.clip(ink[:, 1], 1.0, None) / max(typical_ink[1], 1.0))
+    features[:, 15] = np.log(np.clip(ink[:, 2], 0.5, None) / max(typical_ink[2], 0.5))
+    features[:, 16] = ink[:, 3]
     return features
+
+
+def context_features(first_probability, probabilities) -> np.ndarray:
+    """(N, len(CONTEXT_FEATURES)) of one metaphase's objects, from a first stage's P(chromosome) of each and their
+    identity `probabilities`: a weak object in a cell already believed to hold 46, or to hold two of its class,
+    is more likely a duplicate or debris than one in a cell that lacks it."""
+    p = np.asarray(first_probability, np.float64).reshape(-1)
+    labels = np.asarray(probabilities).reshape(len(p), -1).argmax(1)
+    pooled = np.where(labels == SEX_CLASSES[1], SEX_CLASSES[0], labels)
+    same = pooled[:, None] == pooled[None, :]
+    order = np.argsort(-p, kind="stable")
+    rank = np.empty(len(p), np.int64)
+    rank[order] = np.arange(len(p))
+    believed_more = rank[None, :] < rank[:, None]
+    return np.column_stack([p, np.full(len(p), (p.sum() - 46) / 10), np.where(same & believed_more, p, 0).sum(1),
+                            np.where(same, p, 0).sum(1) - p])
 
 
 class ObjectVerifier:
@@ -110,17 +165,19 @@ class ObjectVerifier:
         self.threshold = float(threshold)
         self.fitted_on = fitted_on or {}
 
-    def log_odds(self, features: np.ndarray) -> np.ndarray:
+    def log_odds(self, features: np.ndarray, probabilities=None) -> np.ndarray:
         raise NotImplementedError
 
     def parameters(self) -> dict:
         raise NotImplementedError
 
-    def __call__(self, features) -> np.ndarray:
+    def __call__(self, features, probabilities=None) -> np.ndarray:
+        """P(chromosome) of one metaphase's objects from their `object_features` (and, for a verifier that weighs the
+        cell's context, their identity `probabilities`)."""
         features = np.asarray(features, np.float64).reshape(-1, len(OBJECT_FEATURES))
         if not len(features):
             return np.zeros(0, np.float32)
-        return (1 / (1 + np.exp(-self.log_odds(features)))).astype(np.float32)
+        return (1 / (1 + np.exp(-self.log_odds(features, probabilities)))).astype(np.float32)
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "features": list(OBJECT_FEATURES), **self.parameters(), "threshold": self.threshold,
@@ -141,7 +198,7 @@ class ObjectVerifier:
         if tuple(stored.get("features", ())) != OBJECT_FEATURES:
             raise ValueError(f"{path}: its features {stored.get('features')} are not this version's "
                              f"{list(OBJECT_FEATURES)}; refit it with train/fit_object_verifier.py")
-        kinds = {kind.kind: kind for kind in (LogisticVerifier, TreeVerifier)}
+        kinds = {kind.kind: kind for kind in (LogisticVerifier, TreeVerifier, StackedVerifier)}
         kind = stored.get("kind", LogisticVerifier.kind)  # files before trees were logistic
         if kind not in kinds:
             raise ValueError(f"{path}: unknown verifier kind {kind!r} (known: {sorted(kinds)})")
@@ -163,7 +220,7 @@ class LogisticVerifier(ObjectVerifier):
         if not (self.mean.shape == self.scale.shape == self.coefficients.shape == (len(OBJECT_FEATURES),)):
             raise ValueError(f"an object verifier needs {len(OBJECT_FEATURES)} means, scales and coefficients")
 
-    def log_odds(self, features: np.ndarray) -> np.ndarray:
+    def log_odds(self, features: np.ndarray, probabilities=None) -> np.ndarray:
         return ((features - self.mean) / self.scale) @ self.coefficients + self.intercept
 
     def parameters(self) -> dict:
@@ -183,9 +240,10 @@ class TreeVerifier(ObjectVerifier):
 
     kind = "trees"
 
-    def __init__(self, baseline: float, trees: list[dict], threshold: float = 0.5, fitted_on: dict = None):
+    def __init__(self, baseline: float, trees: list[dict], threshold: float = 0.5, fitted_on: dict = None,
+                 columns: int = len(OBJECT_FEATURES)):
         super().__init__(threshold, fitted_on)
-        self.baseline = float(baseline)
+        self.baseline, self.columns = float(baseline), int(columns)
         self.trees = [{key: list(tree[key]) for key in ("feature", "threshold", "left", "right", "value")}
                       for tree in trees]
         # All trees in one table: node ids offset per tree, every tree's root in `roots`.
@@ -200,14 +258,14 @@ class TreeVerifier(ObjectVerifier):
         self._right = table["right"].astype(np.int64) + owner
         self._value = table["value"].astype(np.float64)
         self._roots = offsets
-        if len(self._feature) and not (0 <= self._feature.min() and self._feature.max() < len(OBJECT_FEATURES)):
-            raise ValueError(f"tree nodes must split on features 0-{len(OBJECT_FEATURES) - 1}")
+        if len(self._feature) and not (0 <= self._feature.min() and self._feature.max() < self.columns):
+            raise ValueError(f"tree nodes must split on features 0-{self.columns - 1}")
         if len(self._left) and not (self._left.min() >= 0 and max(self._left.max(), self._right.max()) < len(owner)):
             raise ValueError("tree children must be nodes of their own tree")
         # Deep enough that every object has reached its leaf (a tree's depth is under its node count).
         self._depth = max(sizes, default=0)
 
-    def log_odds(self, features: np.ndarray) -> np.ndarray:
+    def log_odds(self, features: np.ndarray, probabilities=None) -> np.ndarray:
         nodes = np.broadcast_to(self._roots, (len(features), len(self._roots))).copy()
         rows = np.arange(len(features))[:, None]
         for _ in range(self._depth):
@@ -229,4 +287,39 @@ class TreeVerifier(ObjectVerifier):
         return cls(stored["baseline"], stored["trees"], threshold, fitted_on)
 
 
-__all__ = ["OBJECT_FEATURES", "VERIFIER_FILE", "LogisticVerifier", "ObjectVerifier", "TreeVerifier", "object_features"]
+class StackedVerifier(ObjectVerifier):
+    """Two stages of trees: `first` judges each object on its own features, `second` judges it again with
+    `context_features` of what the first believes of the whole cell appended (its expected count, the copies of the
+    object's class it already holds)."""
+
+    kind = "stacked"
+
+    def __init__(self, first: TreeVerifier, second: TreeVerifier, threshold: float = 0.5, fitted_on: dict = None):
+        super().__init__(threshold, fitted_on)
+        if first.columns != len(OBJECT_FEATURES) or second.columns != len(OBJECT_FEATURES) + len(CONTEXT_FEATURES):
+            raise ValueError(f"a stacked verifier's stages read {len(OBJECT_FEATURES)} and "
+                             f"{len(OBJECT_FEATURES) + len(CONTEXT_FEATURES)} features")
+        self.first, self.second = first, second
+
+    def log_odds(self, features: np.ndarray, probabilities=None) -> np.ndarray:
+        if probabilities is None:
+            raise ValueError("a stacked verifier weighs the cell: pass the objects' identity probabilities")
+        context = context_features(self.first(features), probabilities)
+        return self.second.log_odds(np.column_stack([features, context]))
+
+    def parameters(self) -> dict:
+        return {"context_features": list(CONTEXT_FEATURES), "first": self.first.parameters(),
+                "second": self.second.parameters()}
+
+    @classmethod
+    def from_parameters(cls, stored: dict, threshold: float, fitted_on: dict) -> "StackedVerifier":
+        if tuple(stored.get("context_features", ())) != CONTEXT_FEATURES:
+            raise ValueError(f"its context features {stored.get('context_features')} are not {list(CONTEXT_FEATURES)}")
+        first = TreeVerifier.from_parameters(stored["first"], 0.5, None)
+        second = TreeVerifier(stored["second"]["baseline"], stored["second"]["trees"],
+                              columns=len(OBJECT_FEATURES) + len(CONTEXT_FEATURES))
+        return cls(first, second, threshold, fitted_on)
+
+
+__all__ = ["CONTEXT_FEATURES", "INK_MEASURES", "OBJECT_FEATURES", "VERIFIER_FILE", "LogisticVerifier", "ObjectVerifier", "StackedVerifier", "TreeVerifier",
+           "context_features", "ink_measures", "object_features"]

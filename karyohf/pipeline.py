@@ -31,7 +31,7 @@ from .crops import CANVAS_SIZE, cell_scale, isolate_chromosome, pixel_box, resca
 from .cytogenetics import CHROMOSOMES, get_aberration
 from .detection import ChromosomeDetector
 from .detection.boxes import Detections, non_maximum_suppression
-from .counting import ObjectVerifier, object_features
+from .counting import ObjectVerifier, ink_measures, object_features
 from .identification import ChromosomeIdentifier, Identification, assign_within_cell
 from .images import ImageError, load_metaphase
 from .models.topvit.image_processing_topvit import center_on_canvas
@@ -463,7 +463,7 @@ class KaryotypePipeline:
             raise ValueError("this pipeline has no detector: pass the chromosome boxes")
         objects = self.objects(gray, boxes)
         if self.verifier is not None and boxes is None:
-            verification = self.verifier(objects.features)
+            verification = self.verifier(objects.features, objects.identification.probabilities)
             counted = verification >= self.verifier.threshold
         else:  # the detector's threshold decides (given boxes are all counted)
             verification, counted = np.full(len(objects.boxes), np.nan, np.float32), objects.sure
@@ -511,7 +511,8 @@ class KaryotypePipeline:
         else:
             identification = Identification(np.zeros((0, len(CHROMOSOMES)), np.float32), np.zeros((0, 0), np.float32),
                                             list(CHROMOSOMES))
-        features = object_features(boxes, scores, identification.probabilities, gray.shape, threshold)
+        features = object_features(boxes, scores, identification.probabilities, gray.shape, threshold,
+                                   ink_measures(gray, masks, mask_boxes, scores))
         return CellObjects(boxes, scores, sure, masks, np.asarray(mask_boxes, dtype=np.int64).reshape(-1, 4),
                            isolated, identification, scale, features, cell_scale(measured))
 

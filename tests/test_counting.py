@@ -7,7 +7,9 @@ import pytest
 
 from pathlib import Path
 
-from karyohf.counting import OBJECT_FEATURES, VERIFIER_FILE, LogisticVerifier, ObjectVerifier, TreeVerifier, object_features
+from karyohf.counting import (CONTEXT_FEATURES, INK_MEASURES, OBJECT_FEATURES, VERIFIER_FILE, LogisticVerifier,
+                              ObjectVerifier, StackedVerifier, TreeVerifier, context_features, ink_measures,
+                              object_features)
 from karyohf.cytogenetics import CHROMOSOMES
 from karyohf.pipeline import KaryotypePipeline
 from tests.test_pipeline import MALE, CandidateIdentifier, FixedIdentifier, ScoredDetector, synthetic_metaphase
@@ -22,10 +24,16 @@ def one_hot(labels):
     return p / p.sum(1, keepdims=True)
 
 
+def plain_ink(count):
+    """Every object alone, equally stained."""
+    return np.tile([1.0, 150.0, 25.0, 0.5], (count, 1))
+
+
 def test_features_see_duplicates_copies_size_and_the_image_edge():
     boxes = [[10, 10, 20, 40], [10, 10, 20, 40], [50, 50, 60, 80], [0, 100, 10, 130], [70, 10, 130, 70]]
     scores = [0.9, 0.4, 0.8, 0.7, 0.6]
-    f = object_features(boxes, scores, one_hot(["1", "1", "1", "2", "3"]), (200, 200), sure_threshold=0.5)
+    f = object_features(boxes, scores, one_hot(["1", "1", "1", "2", "3"]), (200, 200), sure_threshold=0.5,
+                        ink=plain_ink(5))
     assert f.shape == (5, len(OBJECT_FEATURES))
     # The weaker of two equal boxes is the duplicate; the stronger is inside nothing.
     assert f[1, COLUMN["overlap_stronger"]] == pytest.approx(1) and f[1, COLUMN["inside_stronger"]] == pytest.approx(1)
@@ -47,9 +55,28 @@ def test_features_see_duplicates_copies_size_and_the_image_edge():
 
 def test_the_partner_of_a_touching_pair_reads_as_another_class():
     boxes = [[10, 10, 20, 40], [14, 20, 24, 50]]  # overlapping at IoU 0.25
-    f = object_features(boxes, [0.9, 0.3], one_hot(["1", "7"]), (100, 100), sure_threshold=0.5)
+    f = object_features(boxes, [0.9, 0.3], one_hot(["1", "7"]), (100, 100), sure_threshold=0.5, ink=plain_ink(2))
     assert f[1, COLUMN["same_identity_as_stronger"]] < 0.05 and f[1, COLUMN["overlap_stronger"]] == pytest.approx(0.25)
-    assert object_features(np.zeros((0, 4)), [], np.zeros((0, 24)), (10, 10), 0.3).shape == (0, len(OBJECT_FEATURES))
+    assert object_features(np.zeros((0, 4)), [], np.zeros((0, 24)), (10, 10), 0.3,
+                           np.zeros((0, INK_MEASURES))).shape == (0, len(OBJECT_FEATURES))
+
+
+def test_ink_measures_see_a_duplicate_add_no_ink_and_an_unbanded_blob():
+    gray = np.full((60, 100), 255, np.uint8)
+    gray[10:40, 10:16] = 100  # a chromosome with two bands
+    gray[20:25, 10:16] = 30
+    gray[10:20, 60:70] = 20  # an evenly dark blob
+    masks = [gray[5:45, 5:20] < 200, gray[8:42, 8:18] < 200, gray[5:25, 55:75] < 200]
+    mask_boxes = [(5, 5, 20, 45), (8, 8, 18, 42), (55, 5, 75, 25)]
+    ink = ink_measures(gray, masks, mask_boxes, scores=[0.9, 0.4, 0.8])
+    assert ink.shape == (3, INK_MEASURES)
+    # The weaker box over the same chromosome adds no ink; the others are wholly their own.
+    assert ink[1, 0] == 0 and ink[0, 0] == 1 == ink[2, 0]
+    assert ink[2, 1] == 235 and ink[2, 2] == 0 and ink[0, 2] > 20  # the blob is dark and has no bands
+    assert ink[0, 3] == pytest.approx(180 / 600) and ink[2, 3] == pytest.approx(0.25)
+    f = object_features([[5, 5, 20, 45], [8, 8, 18, 42], [55, 5, 75, 25]], [0.9, 0.4, 0.8],
+                        one_hot(["1", "1", "2"]), gray.shape, sure_threshold=0.5, ink=ink)
+    assert f[1, COLUMN["new_ink"]] == 0 and f[2, COLUMN["log_relative_banding"]] < f[0, COLUMN["log_relative_banding"]]
 
 
 def weights(**named):
@@ -101,9 +128,54 @@ def test_tree_verifier_is_the_fitted_trees_and_round_trips(tmp_path, monkeypatch
         ObjectVerifier.from_folder(tmp_path)
 
 
+def test_context_features_say_what_the_first_stage_believes_of_the_cell():
+    context = context_features([0.9, 0.8, 0.3, 0.6, 0.7], one_hot(["1", "1", "1", "X", "Y"]))
+    column = {name: i for i, name in enumerate(CONTEXT_FEATURES)}
+    np.testing.assert_allclose(context[:, column["first_stage_probability"]], [0.9, 0.8, 0.3, 0.6, 0.7])
+    np.testing.assert_allclose(context[:, column["cell_expected_excess"]], (3.3 - 46) / 10)
+    # The weakest 1 comes after two believed copies of its class; X and Y are one class, as the count pools them.
+    np.testing.assert_allclose(context[:, column["class_believed_before"]], [0, 0.9, 1.7, 0.7, 0])
+    np.testing.assert_allclose(context[:, column["class_believed_others"]], [1.1, 1.2, 1.7, 0.7, 0.6])
+
+
+def test_a_stacked_verifier_weighs_the_cell_and_round_trips(tmp_path, monkeypatch):
+    """Its second stage reads the first stage's beliefs: the same weak object counts in a cell that lacks its class
+    and not beside two sure copies of it."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "train"))
+    from fit_object_verifier import tree_verifier
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4000, len(OBJECT_FEATURES)))
+    first = tree_verifier(HistGradientBoostingClassifier(max_iter=30, max_leaf_nodes=7, random_state=0)
+                          .fit(x, x[:, COLUMN["score_logit"]] > 0))
+    context = rng.uniform(0, 2, size=(4000, len(CONTEXT_FEATURES)))
+    # Chromosome: believed by the first stage, unless two of its class are believed before it.
+    y = (context[:, 0] > 0.5) & (context[:, 2] < 1.5)
+    second = tree_verifier(HistGradientBoostingClassifier(max_iter=60, max_leaf_nodes=7, random_state=0)
+                           .fit(np.column_stack([x, context]), y), len(OBJECT_FEATURES) + len(CONTEXT_FEATURES))
+    verifier = StackedVerifier(first, second, threshold=0.4)
+    features = np.zeros((3, len(OBJECT_FEATURES)))
+    features[:, COLUMN["score_logit"]] = 3.0
+    lacking = verifier(features[:1], one_hot(["7"]))
+    crowded = verifier(features, one_hot(["7", "7", "7"]))
+    assert lacking[0] > 0.5 and crowded[:2].min() > 0.5 and crowded[2] < 0.5
+    with pytest.raises(ValueError, match="identity probabilities"):
+        verifier(features)
+    loaded = ObjectVerifier.from_folder(verifier.save(tmp_path).parent)
+    assert isinstance(loaded, StackedVerifier) and loaded.threshold == 0.4
+    np.testing.assert_allclose(loaded(features, one_hot(["7", "7", "7"])), crowded, atol=1e-6)
+    stored = json.loads((tmp_path / VERIFIER_FILE).read_text())
+    stored["context_features"] = stored["context_features"][:-1]
+    (tmp_path / VERIFIER_FILE).write_text(json.dumps(stored))
+    with pytest.raises(ValueError, match=f"{VERIFIER_FILE}.*not a valid stacked verifier.*context features"):
+        ObjectVerifier.from_folder(tmp_path)
+
+
 def test_a_second_y_beside_x_and_y_is_an_extra_copy_as_the_count_pools_them():
     boxes = [[10, 10, 20, 40], [40, 10, 50, 40], [70, 10, 80, 40], [100, 10, 110, 40]]
-    f = object_features(boxes, [0.9, 0.8, 0.7, 0.6], one_hot(["X", "Y", "Y", "X"]), (200, 200), sure_threshold=0.5)
+    f = object_features(boxes, [0.9, 0.8, 0.7, 0.6], one_hot(["X", "Y", "Y", "X"]), (200, 200), sure_threshold=0.5,
+                        ink=plain_ink(4))
     assert list(f[:, COLUMN["copies_before_sex_pooled"]]) == [0, 1, 2, 3]
 
 
@@ -219,9 +291,10 @@ def test_a_simulated_gain_is_a_copy_where_no_box_lies_and_shows_in_the_count(mon
     for row, name in enumerate(["1", "1", "2", "2"]):
         probabilities[row, CHROMOSOMES.index(name)] = 0.98
     record = {"boxes": boxes, "scores": np.full(4, 0.9, np.float32), "probabilities": probabilities,
-              "sure": np.ones(4, bool), "chromosome": np.ones(4, bool), "shape": (200, 300)}
+              "sure": np.ones(4, bool), "chromosome": np.ones(4, bool), "shape": (200, 300), "ink": plain_ink(4)}
     grown, gained = with_extra_copy(record, 0.3, np.random.default_rng(0))
     assert gained in ("1", "2") and len(grown["boxes"]) == 5 and grown["features"].shape[0] == 5
+    assert grown["features"][-1, COLUMN["new_ink"]] == 1
     new = grown["boxes"][-1]
     assert all(min(new[2], b[2]) <= max(new[0], b[0]) or min(new[3], b[3]) <= max(new[1], b[1]) for b in boxes)
     assert grown["probabilities"][-1].argmax() == CHROMOSOMES.index(gained) and grown["sure"][-1]

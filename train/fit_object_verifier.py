@@ -4,8 +4,9 @@ Training metaphases outside the seeded 200 that `benchmarks/counting.py` scores 
 `numerical` ones (`benchmarks/cell_calls.py` measures aneuploidy calls on those), go through the pipeline's object
 stage (`KaryotypePipeline.objects`: detection down to the candidate floor, each object cut and identified in its
 cell's scale); an object is a chromosome when it matches an annotated box one to one (IoU >= 0.5, strongest first).
-Logistic regressions and gradient-boosted trees on `OBJECT_FEATURES` (`MODELS`) are fitted on them, and the one with
-the lowest out-of-fold log-loss is kept.
+Logistic regressions, gradient-boosted trees, and two stages of trees (the second also weighing what the first
+believes of the whole cell: its expected count, the copies of each class it holds) on `OBJECT_FEATURES` (`MODELS`)
+are fitted on them, and the one with the lowest out-of-fold log-loss is kept.
 Its threshold is judged on the pipeline's own count of the objects it keeps (labelled within the cell, unsure extra
 copies left out) in out-of-fold metaphases: the most exact counts among the thresholds under which a lost autosome
 (simulated) still shows at least as often as with the detector's threshold, since weak objects kept too freely fill
@@ -31,7 +32,8 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from torchvision.ops import box_iou
 
-from karyohf.counting import LogisticVerifier, ObjectVerifier, TreeVerifier, object_features
+from karyohf.counting import (CONTEXT_FEATURES, OBJECT_FEATURES, LogisticVerifier, ObjectVerifier, StackedVerifier,
+                              TreeVerifier, context_features, ink_measures, object_features)
 from karyohf.data import load_metaphases, split_metaphases
 from karyohf.images import as_gray_uint8
 from karyohf.cytogenetics import CHROMOSOMES
@@ -45,6 +47,9 @@ MODELS = {
     "trees 200x15": {"max_iter": 200, "max_leaf_nodes": 15, "learning_rate": 0.05, "min_samples_leaf": 40},
     "trees 300x15 l2=1": {"max_iter": 300, "max_leaf_nodes": 15, "learning_rate": 0.05, "min_samples_leaf": 40,
                           "l2_regularization": 1.0},
+    # Two stages of these trees: the second also reads what the first believes of the cell (`context_features`),
+    # learnt from the first stage's out-of-fold beliefs, as it will meet them on unseen metaphases.
+    "stacked trees 200x15": {"stages": "trees 200x15"},
 }
 THRESHOLDS = tuple(round(0.1 + 0.02 * k, 2) for k in range(16)) + (0.5,)  # 0.1, 0.12, ... 0.4, 0.5
 
@@ -76,6 +81,7 @@ def extract(pipe: KaryotypePipeline, dataset, path: Path) -> list[dict]:
         # Everything the features are made of, so that a change of features needs no second pass.
         records.append({"image_id": example["image_id"], "true_count": len(truth), "shape": gray.shape,
                         "boxes": objects.boxes, "scores": objects.scores, "sure": objects.sure,
+                        "ink": ink_measures(gray, objects.masks, objects.mask_boxes, objects.scores),
                         "probabilities": objects.identification.probabilities.astype(np.float32),
                         "chromosome": matched(objects.boxes, objects.scores, truth)})
         if n % 50 == 0:
@@ -88,12 +94,14 @@ def extract(pipe: KaryotypePipeline, dataset, path: Path) -> list[dict]:
 def with_current_features(records, sure_threshold: float) -> list[dict]:
     """The records with `object_features` recomputed from what they cached, so a cache outlives a change of
     features (it must be rebuilt when the detector or identity weights change)."""
-    return [{**r, "features": object_features(r["boxes"], r["scores"], r["probabilities"], r["shape"], sure_threshold)}
-            for r in records]
+    return [{**r, "features": object_features(r["boxes"], r["scores"], r["probabilities"], r["shape"], sure_threshold,
+                                              r["ink"])} for r in records]
 
 
 def fit_verifier(records, name: str) -> ObjectVerifier:
     """The verifier `MODELS[name]` fitted on these records' objects."""
+    if "stages" in MODELS[name]:
+        return fit_stacked(records, MODELS[name]["stages"])
     x = np.concatenate([r["features"] for r in records])
     y = np.concatenate([r["chromosome"] for r in records])
     if name.startswith("logistic"):
@@ -104,7 +112,23 @@ def fit_verifier(records, name: str) -> ObjectVerifier:
     return tree_verifier(model)
 
 
-def tree_verifier(model: HistGradientBoostingClassifier) -> TreeVerifier:
+def fit_stacked(records, stage: str) -> StackedVerifier:
+    """Two stages of `MODELS[stage]` trees: the second fitted on the first's beliefs out of fold (4 folds of whole
+    metaphases), the first then refitted on all the records."""
+    folds = np.arange(len(records)) % 4
+    beliefs = [None] * len(records)
+    for fold in range(4):
+        first = fit_verifier([r for r, f in zip(records, folds) if f != fold], stage)
+        for i in np.flatnonzero(folds == fold):
+            beliefs[i] = first(records[i]["features"])
+    x = np.concatenate([np.column_stack([r["features"], context_features(b, r["probabilities"])])
+                        for r, b in zip(records, beliefs)])
+    y = np.concatenate([r["chromosome"] for r in records])
+    second = HistGradientBoostingClassifier(early_stopping=False, random_state=0, **MODELS[stage]).fit(x, y)
+    return StackedVerifier(fit_verifier(records, stage), tree_verifier(second, len(OBJECT_FEATURES) + len(CONTEXT_FEATURES)))
+
+
+def tree_verifier(model: HistGradientBoostingClassifier, columns: int = len(OBJECT_FEATURES)) -> TreeVerifier:
     """A fitted binary HistGradientBoostingClassifier as a `TreeVerifier` (its node tables, read from the pinned
     scikit-learn's predictors; the tests check that both give the same probabilities)."""
     trees = []
@@ -115,7 +139,7 @@ def tree_verifier(model: HistGradientBoostingClassifier) -> TreeVerifier:
                       "threshold": np.where(leaf, 0.0, nodes["num_threshold"]),
                       "left": np.where(leaf, index, nodes["left"]), "right": np.where(leaf, index, nodes["right"]),
                       "value": np.where(leaf, nodes["value"], 0.0)})
-    return TreeVerifier(float(np.ravel(model._baseline_prediction)[0]), trees)
+    return TreeVerifier(float(np.ravel(model._baseline_prediction)[0]), trees, columns=columns)
 
 
 def pipeline_rates(records, kept) -> dict:
@@ -172,9 +196,11 @@ def with_extra_copy(record, sure_threshold: float, rng: np.random.Generator) -> 
     grown = {**record, "boxes": np.concatenate([record["boxes"], box]),
              "scores": np.append(record["scores"], record["scores"][copied]),
              "probabilities": np.concatenate([record["probabilities"], record["probabilities"][copied : copied + 1]]),
-             "sure": np.append(record["sure"], True), "chromosome": np.append(record["chromosome"], True)}
+             "sure": np.append(record["sure"], True), "chromosome": np.append(record["chromosome"], True),
+             "ink": np.concatenate([record["ink"], record["ink"][copied : copied + 1]])}
+    grown["ink"][-1, 0] = 1.0  # where it lies, no other object's ink covers it
     grown["features"] = object_features(grown["boxes"], grown["scores"], grown["probabilities"], grown["shape"],
-                                        sure_threshold)
+                                        sure_threshold, grown["ink"])
     return grown, CHROMOSOMES[int(record["probabilities"][copied].argmax())]
 
 
@@ -233,7 +259,7 @@ def main() -> None:
         for fold in range(4):
             model = fit_verifier([r for r, f in zip(fit, folds) if f != fold], name)
             for i in np.flatnonzero(folds == fold):
-                held_out[name][i] = model(fit[i]["features"])
+                held_out[name][i] = model(fit[i]["features"], fit[i]["probabilities"])
         p = np.clip(np.concatenate(held_out[name]), 1e-6, 1 - 1e-6)
         y = np.concatenate([r["chromosome"] for r in fit])
         losses[name] = round(float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))), 5)
@@ -256,7 +282,7 @@ def main() -> None:
     report = {}
     for name, records in (("train (fitted)", fit), ("validation", validation)):
         sure = [r["sure"] for r in records]
-        kept = [verifier(r["features"]) >= verifier.threshold for r in records]
+        kept = [verifier(r["features"], r["probabilities"]) >= verifier.threshold for r in records]
         report[name] = {
             "metaphases": len(records),
             "detector at its threshold, then the pipeline's count": {
@@ -264,7 +290,7 @@ def main() -> None:
                 **gain_visibility(records, lambda r: r["sure"], pipe.detector.score_threshold)},
             "verified objects, then the pipeline's count": {
                 **pipeline_rates(records, kept), **loss_visibility(records, kept),
-                **gain_visibility(records, lambda r: verifier(r["features"]) >= verifier.threshold,
+                **gain_visibility(records, lambda r: verifier(r["features"], r["probabilities"]) >= verifier.threshold,
                                   pipe.detector.score_threshold)},
             "verified objects alone": count_rates(records, kept),
         }
