@@ -59,6 +59,22 @@ CONTEXT_FEATURES = (
 )
 
 
+def _ranked_above(values) -> np.ndarray:
+    """[i, j]: object j ranks above object i by `values` (ties broken by order, so of two equal objects exactly one
+    is the weaker)."""
+    order = np.argsort(-np.asarray(values, np.float64), kind="stable")
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(len(order))
+    return rank[None, :] < rank[:, None]
+
+
+def _same_pooled_class(probabilities) -> np.ndarray:
+    """[i, j]: the identity model gives objects i and j the same class, X and Y one class as the count pools them."""
+    labels = np.asarray(probabilities).argmax(1)
+    pooled = np.where(labels == SEX_CLASSES[1], SEX_CLASSES[0], labels)
+    return pooled[:, None] == pooled[None, :]
+
+
 def _logit(p: np.ndarray) -> np.ndarray:
     p = np.clip(np.asarray(p, np.float64), 1e-4, 1 - 1e-4)
     return np.log(p / (1 - p))
@@ -104,14 +120,8 @@ def object_features(boxes, scores, probabilities, image_shape, sure_threshold: f
     inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
     iou = inter / (area[:, None] + area[None, :] - inter)
     inside = inter / area[:, None]
-    # Stronger: higher score, ties broken by order, so that of two equal boxes exactly one is the duplicate.
-    order = np.argsort(-scores, kind="stable")
-    rank = np.empty(count, np.int64)
-    rank[order] = np.arange(count)
-    stronger = rank[None, :] < rank[:, None]
-    labels = probabilities.argmax(1)
-    pooled = np.where(labels == SEX_CLASSES[1], SEX_CLASSES[0], labels)
-    same = pooled[:, None] == pooled[None, :]
+    stronger = _ranked_above(scores)  # of two equal boxes exactly one is the duplicate
+    same = _same_pooled_class(probabilities)
     rows, cols = image_shape[:2]
     edge = np.minimum.reduce([boxes[:, 0], boxes[:, 1], cols - boxes[:, 2], rows - boxes[:, 3]])
     features[:, 0] = _logit(scores)
@@ -144,20 +154,15 @@ def context_features(first_probability, probabilities) -> np.ndarray:
     identity `probabilities`: a weak object in a cell already believed to hold 46, or to hold two of its class,
     is more likely a duplicate or debris than one in a cell that lacks it."""
     p = np.asarray(first_probability, np.float64).reshape(-1)
-    labels = np.asarray(probabilities).reshape(len(p), -1).argmax(1)
-    pooled = np.where(labels == SEX_CLASSES[1], SEX_CLASSES[0], labels)
-    same = pooled[:, None] == pooled[None, :]
-    order = np.argsort(-p, kind="stable")
-    rank = np.empty(len(p), np.int64)
-    rank[order] = np.arange(len(p))
-    believed_more = rank[None, :] < rank[:, None]
+    same = _same_pooled_class(np.asarray(probabilities).reshape(len(p), -1))
+    believed_more = _ranked_above(p)
     return np.column_stack([p, np.full(len(p), (p.sum() - 46) / 10), np.where(same & believed_more, p, 0).sum(1),
                             np.where(same, p, 0).sum(1) - p])
 
 
 class ObjectVerifier:
     """P(object is a chromosome) from `object_features`, with the threshold the pipeline counts at. Stored as JSON
-    (`save`, `from_folder`) in one of two forms: `LogisticVerifier` or `TreeVerifier`."""
+    (`save`, `from_folder`) in one of three forms: `LogisticVerifier`, `TreeVerifier` or `StackedVerifier`."""
 
     kind = None
 

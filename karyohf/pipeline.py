@@ -399,7 +399,8 @@ class SpecimenResult:
 class CellObjects:
     """One metaphase's objects before counting (`KaryotypePipeline.objects`), one row each: box, detector score,
     whether it reaches the detector's threshold, its mask and mask box, the tight chromosome image, its own identity
-    (read at the identity model's `scale`), the object verifier's features, and the cell's `cell_scale`
+    (read at the identity model's `scale`), its mask's `ink_measures`, the object verifier's features, and the cell's
+    `cell_scale`
     (`karyohf.crops.cell_scale`, as cell-normalised heads read it). Both scales measure the same sure chromosomes."""
 
     boxes: np.ndarray
@@ -410,6 +411,7 @@ class CellObjects:
     isolated: list
     identification: Identification
     scale: float
+    ink: np.ndarray
     features: np.ndarray
     cell_scale: float = 1.0
 
@@ -511,10 +513,10 @@ class KaryotypePipeline:
         else:
             identification = Identification(np.zeros((0, len(CHROMOSOMES)), np.float32), np.zeros((0, 0), np.float32),
                                             list(CHROMOSOMES))
-        features = object_features(boxes, scores, identification.probabilities, gray.shape, threshold,
-                                   ink_measures(gray, masks, mask_boxes, scores))
+        ink = ink_measures(gray, masks, mask_boxes, scores)
+        features = object_features(boxes, scores, identification.probabilities, gray.shape, threshold, ink)
         return CellObjects(boxes, scores, sure, masks, np.asarray(mask_boxes, dtype=np.int64).reshape(-1, 4),
-                           isolated, identification, scale, features, cell_scale(measured))
+                           isolated, identification, scale, ink, features, cell_scale(measured))
 
     def __call__(self, images, study: str = "neoplasia", progress=None, specimen_id: str | None = None,
                  names: list[str] | None = None) -> SpecimenResult:

@@ -33,7 +33,7 @@ from sklearn.linear_model import LogisticRegression
 from torchvision.ops import box_iou
 
 from karyohf.counting import (CONTEXT_FEATURES, OBJECT_FEATURES, LogisticVerifier, ObjectVerifier, StackedVerifier,
-                              TreeVerifier, context_features, ink_measures, object_features)
+                              TreeVerifier, context_features, object_features)
 from karyohf.data import load_metaphases, split_metaphases
 from karyohf.images import as_gray_uint8
 from karyohf.cytogenetics import CHROMOSOMES
@@ -81,7 +81,7 @@ def extract(pipe: KaryotypePipeline, dataset, path: Path) -> list[dict]:
         # Everything the features are made of, so that a change of features needs no second pass.
         records.append({"image_id": example["image_id"], "true_count": len(truth), "shape": gray.shape,
                         "boxes": objects.boxes, "scores": objects.scores, "sure": objects.sure,
-                        "ink": ink_measures(gray, objects.masks, objects.mask_boxes, objects.scores),
+                        "ink": objects.ink,
                         "probabilities": objects.identification.probabilities.astype(np.float32),
                         "chromosome": matched(objects.boxes, objects.scores, truth)})
         if n % 50 == 0:
