@@ -1,5 +1,6 @@
 """KaryotypePipeline end to end on tiny models and synthetic metaphases; the shipped pipeline on a real one."""
 
+import dataclasses
 import io
 import json
 
@@ -162,6 +163,39 @@ def test_an_unsure_extra_copy_is_not_counted_until_a_person_confirms_it():
     assert not cell.flags()[46]["counted"]
     confirmed = pipe.relabel(cell, 46, "21")
     assert confirmed.counted[46] and confirmed.karyotype == "47,XY,+21"
+
+
+def test_a_gain_resting_on_a_doubtful_object_is_a_recount_until_a_person_confirms_it():
+    """47 objects, the extra 21 among them: when the object verifier doubts one of the three 21s (P(chromosome)
+    under VERIFIED_SURE), the cell asks for a recount instead of reporting +21; confirming that 21 settles it."""
+    image, boxes = synthetic_metaphase(47)
+    pipe = pipeline_with(MALE + ["21"])
+    cell = pipe.analyze_cell(image, boxes=boxes)
+    assert cell.karyotype == "47,XY,+21" and cell.analysable
+    verification = np.full(47, 0.99, np.float32)
+    verification[46] = 0.5
+    doubted = pipe.specimen([dataclasses.replace(cell, verification=verification)]).cells[0]
+    assert doubted.doubtful_labels == ["21"] and doubted.count_range == (46, 47)
+    assert doubted.quality.startswith("recount: the extra copy of 21") and not doubted.analysable
+    confirmed = pipe.relabel(doubted, 46, "21")
+    assert confirmed.analysable and confirmed.karyotype == "47,XY,+21"
+    verification[46], verification[0] = 0.99, 0.5  # a doubtful 1 makes no gain: nothing to recount
+    assert pipe.specimen([dataclasses.replace(cell, verification=verification)]).cells[0].analysable
+
+
+def test_xx_in_a_male_specimen_is_set_aside_but_a_lost_y_stays():
+    """A male specimen's cell that shows XX has most likely had its Y called an X: set aside, not written +X,-Y.
+    A cell that lost its Y (common in older men's marrow) is still counted."""
+    image, boxes = synthetic_metaphase()
+    cells = [pipeline_with(MALE).analyze_cell(image, boxes=boxes, name=f"m{i}") for i in range(4)]
+    as_xx = pipeline_with(MALE[:-1] + ["X"]).analyze_cell(image, boxes=boxes, name="xx")
+    lost_y = pipeline_with(MALE[:-1]).analyze_cell(image, boxes=boxes[:-1], name="lost-y")
+    specimen = pipeline_with(MALE).specimen([*cells, as_xx, lost_y])
+    assert specimen.reference_sex == "XY" and specimen.karyotype == "46,XY[5]"  # one cell's -Y is not clonal
+    assert specimen.cells[4].quality.startswith("XX in a male specimen") and specimen.cells[5].analysable
+    twice = pipeline_with(MALE).specimen([*cells, as_xx, dataclasses.replace(as_xx, name="xx2")])
+    assert twice.karyotype == "46,XY[4]"  # not 46,XY[4]/46,XX[2] or a false +X
+    assert any(reason.startswith("discordant sex chromosomes, XX in a male specimen") for reason in twice.refer)
 
 
 def test_a_head_call_enters_the_cell_karyotype(checkpoints):

@@ -32,12 +32,22 @@ def reference_sex(sex_counts) -> str:
     return "XX"
 
 
+# Why a cell is set aside when its sex chromosomes contradict the specimen's (`sex_inconsistent`).
+FEMALE_WITH_Y = "a Y in a female specimen (most cells XX)"
+MALE_AS_XX = "XX in a male specimen (most cells XY)"
+
+
 def sex_inconsistent(abnormalities, reference_sex: str) -> str | None:
-    """Why a cell cannot be analysed with the specimen's sex, or None. A female specimen's cell cannot gain a Y: the
-    object called Y is a misidentification (or the specimen is mixed, a chimera or a transplant), so the cell is
-    set aside rather than written as `+Y` or `-X,+Y`."""
-    if reference_sex == "XX" and any(a.chromosome == "Y" and a.kind == "gain" for a in abnormalities):
-        return "a Y in a female specimen (most cells XX): a misidentified object, or a mixed specimen"
+    """Why a cell cannot be analysed with the specimen's sex, or None. A female specimen's cell cannot gain a Y, and
+    a male specimen's cell that shows an X in place of its Y (`+X` with `-Y`) has most likely had its Y
+    misidentified (or the specimen is mixed, a chimera or a transplant), so the cell is set aside rather than
+    written as `+Y` or `+X,-Y`. A loss of the Y alone, common in older men's marrow, stays."""
+    gained = {a.chromosome for a in abnormalities if a.kind == "gain"}
+    lost = {a.chromosome for a in abnormalities if a.kind == "loss"}
+    if reference_sex == "XX" and "Y" in gained:
+        return f"{FEMALE_WITH_Y}: a misidentified object, or a mixed specimen"
+    if reference_sex == "XY" and "X" in gained and "Y" in lost:
+        return f"{MALE_AS_XX}: a Y misidentified as an X, or a mixed specimen"
     return None
 
 
