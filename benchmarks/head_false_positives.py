@@ -25,15 +25,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from identity_shifts import karyogram_cells, metaphase_cells, shifted, validation_karyogram_cells
 from karyohf.aberrations import AberrationHead, aberration_probabilities
-from karyohf.crops import CANVAS_SIZE, cell_scale, isolate_chromosome
+from karyohf.crops import cell_scale, isolate_chromosome
 from karyohf.cytogenetics import CHROMOSOMES
 from karyohf.data import validation_metaphases
-from karyohf.models.topvit.image_processing_topvit import center_on_canvas
 from karyohf.synthesis import load_aberration_dataset
 
 SHIFTS = [(1.0, 0.0), (0.5, 0.0), (0.75, 0.0), (1.5, 0.0), (2.0, 0.0), (1.0, 1.5), (1.0, 2.0), (0.75, 1.5),
@@ -41,16 +39,13 @@ SHIFTS = [(1.0, 0.0), (0.5, 0.0), (0.75, 0.0), (1.5, 0.0), (2.0, 0.0), (1.0, 1.5
 THRESHOLD = 0.5  # P(aberrant) above which a chromosome counts as called, whatever the cell threshold
 
 
-def canvas(tight) -> Image.Image:
-    return Image.fromarray(center_on_canvas(tight, CANVAS_SIZE), mode="L")
-
-
 def normal_cells(cells) -> list[dict]:
-    """Each shifted cell as its canvas crops, labels and own measured `cell_scale`."""
+    """Each shifted cell as its chromosomes as cut (the pipeline's `CellResult.chromosomes`), labels and own
+    measured `cell_scale`."""
     out = []
     for tight, truth in cells:
         if tight:
-            out.append({"crops": [canvas(t) for t in tight], "labels": [CHROMOSOMES[k] for k in truth],
+            out.append({"crops": list(tight), "labels": [CHROMOSOMES[k] for k in truth],
                         "scale": cell_scale(tight)})
     return out
 
@@ -87,7 +82,7 @@ def derivative_auc(head: AberrationHead, datasets: dict, magnification: float, s
         crops, scales = [], []
         for image, scale in zip(data["image"], data["cell_scale"]):
             image = shifted(image, magnification, sigma)
-            crops.append(canvas(isolate_chromosome(image, (0, 0, image.width, image.height))))
+            crops.append(isolate_chromosome(image, (0, 0, image.width, image.height)))
             scales.append(scale * scale_change)
         p = aberration_probabilities(head.model, head.processor, crops, scales)[:, index]
         labels = np.asarray(data["label"])

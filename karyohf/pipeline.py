@@ -143,7 +143,10 @@ class CellResult:
     scores: np.ndarray
     masks: list[np.ndarray]
     mask_boxes: np.ndarray
-    crops: list[Image.Image]
+    # Each chromosome as cut: upright on white, tight, never shrunk (`isolate_chromosome`). The models read these
+    # rescaled to the cell's scale; a canvas first would shrink the longest chromosomes of a highly magnified cell
+    # to fit, and then rescaling would make them look short (a 5 under 2x magnification read as a del(5q)).
+    chromosomes: list[np.ndarray]
     labels: list[str]
     probabilities: np.ndarray
     entropy: np.ndarray
@@ -178,6 +181,11 @@ class CellResult:
             self.verification = np.full(len(self.labels), np.nan, np.float32)
         if self.candidate_verification is None:
             self.candidate_verification = np.full(len(self.candidate_labels), np.nan, np.float32)
+
+    @property
+    def crops(self) -> list[Image.Image]:
+        """The paper's native-scale canvas crops of `chromosomes`: what the karyogram shows."""
+        return [Image.fromarray(center_on_canvas(chromosome, CANVAS_SIZE), mode="L") for chromosome in self.chromosomes]
 
     @property
     def counted_labels(self) -> list[str]:
@@ -614,9 +622,8 @@ class KaryotypePipeline:
         mask = segment_in_box(cell.image, box_pixels)
         if not mask.any():
             raise ValueError(f"{cell.name}: uncounted object {index} holds nothing to cut")
-        crop = Image.fromarray(center_on_canvas(isolate_chromosome(cell.image, box_pixels, mask=mask), CANVAS_SIZE),
-                               mode="L")
-        found = self.identifier(self.identifier.model_inputs([crop], [cell.cell_scale]))
+        chromosome = isolate_chromosome(cell.image, box_pixels, mask=mask)
+        found = self.identifier(self.identifier.model_inputs([chromosome], [cell.cell_scale]))
         label = found.labels[0]
         others = [i for i in range(len(cell.candidate_labels)) if i != index]
 
@@ -626,7 +633,7 @@ class KaryotypePipeline:
         updated = dataclasses.replace(
             cell, boxes=add(cell.boxes.reshape(-1, 4), cell.candidate_boxes[index]),
             scores=add(cell.scores, cell.candidate_scores[index]), masks=[*cell.masks, mask],
-            mask_boxes=add(cell.mask_boxes.reshape(-1, 4), np.asarray(box_pixels)), crops=[*cell.crops, crop],
+            mask_boxes=add(cell.mask_boxes.reshape(-1, 4), np.asarray(box_pixels)), chromosomes=[*cell.chromosomes, chromosome],
             labels=[*cell.labels, label],
             probabilities=add(cell.probabilities.reshape(-1, len(CHROMOSOMES)), found.probabilities[0]),
             entropy=add(cell.entropy, found.entropy[0]),
@@ -653,15 +660,13 @@ class KaryotypePipeline:
         stay as candidates, each with its own identity, never counted."""
         main, other = np.flatnonzero(counted), np.flatnonzero(~np.asarray(counted, dtype=bool))
         found = objects.identification
-        # The paper's native-scale crops: what the karyogram shows (heads rescale them with the cell's scale).
-        isolated = [objects.isolated[i] for i in main]
-        crops = [Image.fromarray(center_on_canvas(chromosome, CANVAS_SIZE), mode="L") for chromosome in isolated]
         cell_found = Identification(found.probabilities[main], found.embeddings[main], found.label_names)
         labels = [found.label_names[k] for k in cell_found.within_cell()] if len(main) else []
         entropy = cell_found.entropy
         cell = CellResult(
             name=name, image=gray, boxes=objects.boxes[main], scores=objects.scores[main],
-            masks=[objects.masks[i] for i in main], mask_boxes=objects.mask_boxes[main].reshape(-1, 4), crops=crops,
+            masks=[objects.masks[i] for i in main], mask_boxes=objects.mask_boxes[main].reshape(-1, 4),
+            chromosomes=[objects.isolated[i] for i in main],
             labels=labels, probabilities=cell_found.probabilities.reshape(-1, len(CHROMOSOMES)), entropy=entropy,
             low_confidence=entropy > self.low_confidence_entropy, embeddings=cell_found.embeddings,
             denovo_scores=np.zeros(0), denovo_outliers=np.zeros(0, dtype=bool),
@@ -685,7 +690,7 @@ class KaryotypePipeline:
                               dtype=bool)
         probabilities, thresholds, scores, structural = {}, {}, {}, []
         for head in self.heads:
-            found = head(cell.crops, cell.labels, cell.cell_scale)
+            found = head(cell.chromosomes, cell.labels, cell.cell_scale)
             probabilities.update(found)
             for index, (key, _) in head.targets.items():
                 thresholds[head.label_names[index]] = head.cell_thresholds[key]
@@ -705,7 +710,7 @@ class KaryotypePipeline:
 
         updated = dataclasses.replace(
             cell, boxes=take(cell.boxes), scores=take(cell.scores), masks=[cell.masks[i] for i in kept],
-            mask_boxes=take(cell.mask_boxes).reshape(-1, 4), crops=[cell.crops[i] for i in kept], labels=labels,
+            mask_boxes=take(cell.mask_boxes).reshape(-1, 4), chromosomes=[cell.chromosomes[i] for i in kept], labels=labels,
             probabilities=take(cell.probabilities).reshape(-1, len(CHROMOSOMES)), entropy=take(cell.entropy),
             low_confidence=take(cell.low_confidence), embeddings=take(cell.embeddings), confirmed=take(cell.confirmed),
             verification=take(cell.verification), corrections=[*cell.corrections, record])

@@ -198,6 +198,17 @@ def test_xx_in_a_male_specimen_is_set_aside_but_a_lost_y_stays():
     assert any(reason.startswith("discordant sex chromosomes, XX in a male specimen") for reason in twice.refer)
 
 
+def test_a_chromosome_longer_than_the_canvas_reaches_the_models_whole():
+    """A highly magnified cell: its longest chromosome (260 px) does not fit the 199-row canvas. The karyogram's
+    canvas crop shrinks it to fit, but what the heads rescale by the cell's scale is the chromosome as cut, so that
+    it keeps its length relative to the cell (shrunk first, a long 5 would look like a del(5q))."""
+    rods = [(banded_rod(length=260 if i == 0 else 120, width=14), (10 + 40 * i, 10), 0) for i in range(12)]
+    image, boxes = metaphase_with(rods, size=(500, 300))
+    cell = pipeline_with(MALE[:12]).analyze_cell(image, boxes=boxes)
+    assert cell.chromosomes[0].shape[0] >= 255 and cell.crops[0].size == (99, 199)
+    assert cell.chromosomes[0].shape[0] / cell.chromosomes[1].shape[0] > 2.0
+
+
 def test_a_head_call_enters_the_cell_karyotype(checkpoints):
     head = AberrationHead.from_pretrained(checkpoints / "topvit-del5q")
     head.cell_thresholds["del(5q)"] = 0.0  # every screened cell is called: the call must reach the karyotype
@@ -225,7 +236,7 @@ def test_a_cell_normalised_head_sees_the_cell_rescaled_as_the_identity_model_doe
     # The rods are 24-48 px long, so the cell is enlarged towards the 80 px reference.
     assert cell.cell_scale > 1.5
     native = TopViTImageProcessor(size={"height": 32, "width": 16})
-    expected = aberration_probabilities(head.model, native, [rescale_chromosome(cell.crops[i], cell.cell_scale)
+    expected = aberration_probabilities(head.model, native, [rescale_chromosome(cell.chromosomes[i], cell.cell_scale)
                                                              for i in fives])[:, 1]
     np.testing.assert_allclose(cell.head_probabilities["del(5q)"][fives], expected, atol=1e-5)
 

@@ -86,8 +86,10 @@ class AberrationHead:
 
     def __call__(self, crops, labels, cell_scale: float = 1.0) -> dict[str, np.ndarray]:
         """Per aberrant label, each chromosome's probability of being that derivative; NaN for chromosomes whose
-        label is not the derivative's class (they were not screened). `crops` are one cell's native-scale canvas
-        crops and `cell_scale` that cell's factor (`karyohf.crops.cell_scale`), used if the head is cell-normalised."""
+        label is not the derivative's class (they were not screened). `crops` are one cell's chromosomes at their
+        native scale, best as cut (`karyohf.crops.isolate_chromosome`: a canvas crop has already shrunk a chromosome
+        too long for it), and `cell_scale` that cell's factor (`karyohf.crops.cell_scale`), used if the head is
+        cell-normalised."""
         scores = {self.label_names[i]: np.full(len(labels), np.nan, dtype=np.float32) for i in self.targets}
         chosen = [k for k, label in enumerate(labels) if label in self.screened]
         if chosen:
