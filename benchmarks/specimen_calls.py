@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+import karyohf.pipeline
 from karyohf.cytogenetics import get_aberration
 from karyohf.karyotype.cells import Abnormality, numerical_changes
 from karyohf.karyotype.specimen import aggregate, reference_sex, sex_inconsistent
@@ -103,7 +104,11 @@ def main() -> None:
     parser.add_argument("--cells-cache", type=Path, default=Path("/tmp/karyohf-cells.jsonl"))
     parser.add_argument("--draws", type=int, default=2000)
     parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "specimen_calls.json")
+    parser.add_argument("--max-clustered", type=int, default=None,
+                        help="judge cells under another overlap-cluster limit than the pipeline's MAX_CLUSTERED")
     args = parser.parse_args()
+    if args.max_clustered is not None:
+        karyohf.pipeline.MAX_CLUSTERED = args.max_clustered
     records = read_cache(args.cells_cache)
     thresholds = {key: t for head in KaryotypePipeline.from_pretrained().heads for key, t in head.cell_thresholds.items()}
     result = {"cell thresholds": thresholds,

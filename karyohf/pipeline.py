@@ -852,7 +852,7 @@ def cell_quality(counted_labels: list[str], boxes: np.ndarray, low_confidence: n
         return (f"recount: a chromosome {', '.join(lacking)} may be missing only from the count (the detector scored "
                 "a box it identifies as such under its threshold)")
     # A gain resting on an object that may be debris or a piece of another chromosome: 11 of the 21 false gains of
-    # the analysable normal validation cells, 5 of the 16 real gains of the numerical ones (docs/pipeline.md).
+    # the analysable normal validation cells, 5 of the 13 real gains of the numerical ones (docs/pipeline.md).
     copies = Counter(_copy_group(label) for label in counted_labels)
     gained = sorted({label for label in doubtful_labels if copies[_copy_group(label)] > 2}, key=CHROMOSOMES.index)
     if gained:
