@@ -136,12 +136,13 @@ def chromosome_table(cell, heads: list[str]):
     rows, tints = [], []
     for row in cell.flags():
         flags = (["not counted: an unsure extra copy (relabel to confirm)"] * (not row["counted"])
+                 + ["counted, but may not be a chromosome (relabel to confirm, or delete)"] * row["doubtful"]
                  + ["low confidence"] * row["low_confidence"] + ["de novo outlier"] * row["denovo_outlier"]
                  + [f"{name} called" for name in row["flagged"]])
         rows.append([row["index"], row["label"], f"{row['confidence']:.3f}", f"{row['entropy']:.3f}", ", ".join(flags)]
                     + [f"{row['aberrations'][name]:.3f}" if name in row["aberrations"] else "" for name in heads])
         tints.append("#fde2e2" if row["flagged"] or row["denovo_outlier"] else
-                     "#fff1d6" if row["low_confidence"] or not row["counted"] else "")
+                     "#fff1d6" if row["low_confidence"] or not row["counted"] or row["doubtful"] else "")
     table = pd.DataFrame(rows, columns=["#", "chromosome", "confidence", "entropy", "flags"]
                          + [f"P({name})" for name in heads])
     return table.style.apply(lambda r: [f"background-color: {tints[r.name]}" if tints[r.name] else ""] * len(r),
@@ -262,8 +263,9 @@ class KaryotypeApp:
         if chromosome is None or not label:
             raise gr.Error("Pick a chromosome (click it on the image or in the table) and its new identity.")
         picked = int(chromosome)
-        if 0 <= picked < len(cell.labels) and cell.labels[picked] == label and cell.counted[picked]:
-            raise gr.Error(f"Chromosome #{picked} is already {label}.")  # relabelling an uncounted one confirms it
+        if 0 <= picked < len(cell.labels) and cell.labels[picked] == label and cell.counted[picked] \
+                and not cell.doubtful[picked]:
+            raise gr.Error(f"Chromosome #{picked} is already {label}.")  # relabelling an unsure one confirms it
         return self._corrected(review, index, lambda: self.pipe.relabel(cell, int(chromosome), label,
                                                                         who=reviewer or None))
 

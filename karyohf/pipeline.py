@@ -43,7 +43,7 @@ from .karyotype.specimen import FEMALE_WITH_Y, MALE_AS_XX, aggregate, reference_
 from .backends import check_backend
 from .segmentation import segment_in_box
 
-REPORT_VERSION = "1.1"  # 1.1: per-object chromosome_probability, possibly_missed_objects
+REPORT_VERSION = "1.2"  # 1.1: per-object chromosome_probability, possibly_missed_objects; 1.2: doubtful
 FHIR_PROFILE = "http://hl7.org/fhir/uv/genomics-reporting/StructureDefinition/variant"
 LOINC, ISCN_SYSTEM = "http://loinc.org", "https://iscn.karger.com"
 DETECTOR_FOLDER, IDENTIFIER_FOLDER = "centernet-chromosomes", "topvit-chromid"
@@ -253,7 +253,7 @@ class CellResult:
 
     def flags(self) -> list[dict]:
         """One row per chromosome: label, confidence, entropy, its flags, and each head's P(aberrant)."""
-        rows = []
+        rows, doubtful = [], self.doubtful
         for i, label in enumerate(self.labels):
             calls = {name: float(p[i]) for name, p in self.head_probabilities.items() if np.isfinite(p[i])}
             rows.append({
@@ -262,7 +262,7 @@ class CellResult:
                 "confidence": round(float(self.probabilities[i].max()), 4), "entropy": round(float(self.entropy[i]), 4),
                 "low_confidence": bool(self.low_confidence[i]), "denovo_score": round(float(self.denovo_scores[i]), 3),
                 "denovo_outlier": bool(self.denovo_outliers[i]), "counted": bool(self.counted[i]),
-                "confirmed": bool(self.confirmed[i]), "chromosome_probability": _rounded(self.verification[i]),
+                "doubtful": bool(doubtful[i]), "confirmed": bool(self.confirmed[i]), "chromosome_probability": _rounded(self.verification[i]),
                 "aberrations": {name: round(p, 4) for name, p in calls.items()},
                 "flagged": sorted(name for name, p in calls.items() if p >= self.head_thresholds[name]),
             })

@@ -2,6 +2,7 @@
 called directly (analysis, bad uploads, corrections, downloads, the FHIR Observation), its API through
 gradio_client against a launched server, and a real browser (Debian's Chromium driven by Playwright)."""
 
+import dataclasses
 import importlib.util
 import json
 import shutil
@@ -218,10 +219,27 @@ def test_events_refuse_what_cannot_be_done_with_a_message(ui, analysed, tmp_path
         ui.analyze([], "neoplasia", "")
     with pytest.raises(gr.Error, match="Analyse a specimen"):
         ui.relabel(None, 0, 0, "X", "")
+    sure = next(row["index"] for row in review.specimen.cells[0].flags() if row["counted"] and not row["doubtful"])
     with pytest.raises(gr.Error, match="already"):
-        ui.relabel(review, 0, 0, review.specimen.cells[0].labels[0], "")
+        ui.relabel(review, 0, sure, review.specimen.cells[0].labels[sure], "")
     with pytest.raises(gr.Error, match="no chromosome 999"):
         ui.delete(review, 0, 999, "")
+
+
+def test_a_doubtful_chromosome_is_shown_and_relabelling_it_to_its_own_label_confirms_it(ui, analysed, tmp_path):
+    review = fresh(analysed[0], tmp_path)
+    cell = review.specimen.cells[0]
+    index = next(row["index"] for row in cell.flags() if row["counted"] and not row["doubtful"])
+    verification = cell.verification.copy()
+    verification[index] = 0.1  # the verifier doubts it is a chromosome
+    doubted = dataclasses.replace(cell, verification=verification)
+    review = app.Review(dataclasses.replace(review.specimen, cells=[doubted, *review.specimen.cells[1:]]),
+                        folder=str(tmp_path))
+    flags = app.chromosome_table(doubted, []).data.set_index("#").loc[index, "flags"]
+    assert "may not be a chromosome" in flags
+    review, *_ = ui.relabel(review, 0, index, cell.labels[index], REVIEWER)
+    confirmed = review.specimen.cells[0]
+    assert confirmed.confirmed[index] and not confirmed.doubtful[index] and confirmed.labels[index] == cell.labels[index]
 
 
 def test_a_click_picks_the_chromosome_under_it(ui, analysed):

@@ -177,6 +177,7 @@ def test_a_gain_resting_on_a_doubtful_object_is_a_recount_until_a_person_confirm
     doubted = pipe.specimen([dataclasses.replace(cell, verification=verification)]).cells[0]
     assert doubted.doubtful_labels == ["21"] and doubted.count_range == (46, 47)
     assert doubted.quality.startswith("recount: the extra copy of 21") and not doubted.analysable
+    assert [row["doubtful"] for row in doubted.flags()].count(True) == 1 and doubted.flags()[46]["doubtful"]
     confirmed = pipe.relabel(doubted, 46, "21")
     assert confirmed.analysable and confirmed.karyotype == "47,XY,+21"
     verification[46], verification[0] = 0.99, 0.5  # a doubtful 1 makes no gain: nothing to recount
