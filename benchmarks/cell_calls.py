@@ -77,20 +77,21 @@ def predicted_counts(record: dict) -> dict[str, int]:
     return dict(Counter(counted_labels(record)))
 
 
-def quality(record: dict, low_confidence_entropy: float) -> str:
-    """The pipeline's `cell_quality` of a cached record under the current rules."""
+def quality(record: dict, low_confidence_entropy: float, gain_doubt: bool = True) -> str:
+    """The pipeline's `cell_quality` of a cached record under the current rules (`gain_doubt=False`: as if a gain's
+    doubtful copy did not ask for a recount, to measure what that rule costs)."""
     probabilities = np.asarray(record["probabilities"]).reshape(-1, 24)
     return cell_quality(counted_labels(record), np.asarray(record["boxes"]),
                         prediction_entropy(probabilities) > low_confidence_entropy, record.get("possibly_missed", ()),
-                        doubtful_labels(record))
+                        doubtful_labels(record) if gain_doubt else ())
 
 
-def read_cache(path: Path) -> list[dict]:
-    """The cached records, each with its quality and aberration scores under the pipeline's current rules (the
-    scores from the cached per-chromosome head probabilities, `cell_aberration_scores`)."""
+def read_cache(path: Path, gain_doubt: bool = True) -> list[dict]:
+    """The cached records, each with its quality (`quality`) and aberration scores under the pipeline's current rules
+    (the scores from the cached per-chromosome head probabilities, `cell_aberration_scores`)."""
     cutoff = KaryotypePipeline.from_pretrained().low_confidence_entropy
     records = [json.loads(line) for line in path.read_text().splitlines()]
-    return [r | {"quality": quality(r, cutoff), "aberration_scores": rescored(r)} for r in records]
+    return [r | {"quality": quality(r, cutoff, gain_doubt), "aberration_scores": rescored(r)} for r in records]
 
 
 def rescored(record: dict) -> dict[str, float]:

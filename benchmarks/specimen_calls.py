@@ -11,7 +11,9 @@ operating points, exactly as `CellResult.abnormalities` makes them, and specimen
   (the validation specimens hold 1-10 metaphases each, so a 20-cell specimen is a draw across specimens). Reported:
   the fraction whose karyotype is the normal line alone, with any false numerical or structural clone, and the most
   frequent false clones; in the neoplasia and the constitutional study. The same from the normal training cells
-  of `cell_calls.py` (where no rule or operating point was chosen).
+  of `cell_calls.py` (where no rule or operating point was chosen). And how often a normal specimen whose 20 cells
+  include recounts is referred for a possible numerical clone (the recounts doubting a change, with the cells
+  showing it, reach the clone rule).
 - Real numerical specimens: the `numerical` metaphases grouped by specimen (1-6 metaphases each), aggregated as a
   constitutional study (amniotic fluid); their karyotype against the annotated one.
 Writes benchmarks/results/specimen_calls.json.
@@ -28,8 +30,8 @@ import karyohf.pipeline
 from karyohf.cytogenetics import get_aberration
 from karyohf.karyotype.cells import Abnormality, numerical_changes
 from karyohf.karyotype.specimen import aggregate, reference_sex, sex_inconsistent
-from karyohf.pipeline import KaryotypePipeline
-from cell_calls import predicted_counts, read_cache
+from karyohf.pipeline import KaryotypePipeline, doubtful_changes, possible_clones
+from cell_calls import counted_labels, doubtful_labels, predicted_counts, read_cache
 
 CELLS = 20
 
@@ -46,6 +48,22 @@ def specimen(records: list[dict], study: str, thresholds: dict[str, float]):
     cells = [(r["image_id"], abnormalities(r, sex, thresholds)) for r in records]
     cells = [(name, items) for name, items in cells if not sex_inconsistent(items, sex)]  # as the pipeline does
     return aggregate(cells, sex, study), sex
+
+
+def specimen_with_referrals(records: list[dict], thresholds: dict[str, float], study: str = "constitutional"):
+    """`specimen` of the analysable records among `records`, and the changes the pipeline would refer as possible
+    clones (`karyohf.pipeline.possible_clones`: its recounts with the cells that show the change)."""
+    analysable = [r for r in records if r["quality"] == "analysable"]
+    summary, sex = specimen(analysable, study, thresholds)
+    recounts = [doubtful_changes(counted_labels(r), r.get("possibly_missed", ()), doubtful_labels(r))
+                for r in records if r["quality"].startswith("recount")]
+    shown = [[a.iscn for a in numerical_changes(predicted_counts(r), sex)] for r in analysable]
+    return summary, {change for change, _, _ in possible_clones(recounts, shown, {f.iscn for f in summary.findings})}
+
+
+def operating_points() -> dict[str, float]:
+    """The shipped heads' cell thresholds, by aberration: where the pipeline calls each in a cell."""
+    return {key: t for head in KaryotypePipeline.from_pretrained().heads for key, t in head.cell_thresholds.items()}
 
 
 def annotated_sex(record: dict) -> str:
@@ -79,6 +97,27 @@ def normal_specimens(records, thresholds, draws: int, study: str, split: str = "
     }
 
 
+def normal_referrals(records, thresholds, draws: int, split: str = "validation") -> dict:
+    """Normal 20-cell specimens drawn among the analysable cells and those asking for a recount (a lab's 20 analysed
+    cells hold both): how often one is referred for a possible numerical clone (`specimen_with_referrals`)."""
+    rng = np.random.default_rng(1)
+    by_sex = defaultdict(list)
+    for r in records:
+        if r["split"] == split and r["status"] == "normal" and (
+                r["quality"] == "analysable" or r["quality"].startswith("recount")):
+            by_sex[annotated_sex(r)].append(r)
+    referred = Counter()
+    for draw in range(draws):
+        pool = by_sex[("XX", "XY")[draw % 2]]
+        _, changes = specimen_with_referrals([pool[i] for i in rng.choice(len(pool), CELLS, replace=False)],
+                                             thresholds)
+        referred.update(changes)
+        referred["any"] += bool(changes)
+    return {"specimens": draws, "cells drawn from (analysable or recount)": {sex: len(r) for sex, r in by_sex.items()},
+            "referred for a possible numerical clone": referred.pop("any", 0) / draws,
+            "most frequent (share of specimens)": {k: v / draws for k, v in referred.most_common(6)}}
+
+
 def numerical_specimens(records, thresholds) -> list[dict]:
     groups = defaultdict(list)
     for r in records:
@@ -110,7 +149,7 @@ def main() -> None:
     if args.max_clustered is not None:
         karyohf.pipeline.MAX_CLUSTERED = args.max_clustered
     records = read_cache(args.cells_cache)
-    thresholds = {key: t for head in KaryotypePipeline.from_pretrained().heads for key, t in head.cell_thresholds.items()}
+    thresholds = operating_points()
     result = {"cell thresholds": thresholds,
               "normal 20-cell specimens, neoplasia": normal_specimens(records, thresholds, args.draws, "neoplasia"),
               "normal 20-cell specimens, constitutional": normal_specimens(records, thresholds, args.draws,
@@ -118,6 +157,8 @@ def main() -> None:
               # Operating points and cell rules were chosen on the validation cells; these were never looked at.
               "normal 20-cell specimens of training cells (nothing tuned), constitutional": normal_specimens(
                   records, thresholds, args.draws, "constitutional", split="train"),
+              "normal 20-cell specimens, recounts among the cells: possible-clone referrals": normal_referrals(
+                  records, thresholds, args.draws),
               "real numerical specimens (constitutional)": numerical_specimens(records, thresholds)}
     args.output.write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))

@@ -846,19 +846,39 @@ def cell_quality(counted_labels: list[str], boxes: np.ndarray, low_confidence: n
     unsure = int(np.sum(low_confidence))
     if unsure > MAX_LOW_CONFIDENCE * count:
         return f"{unsure} of {count} identities are low confidence"
-    lacking = sorted({label for label in possibly_missed if label not in ("X", "Y") and counted_labels.count(label) < 2},
-                     key=CHROMOSOMES.index)
+    lacking, gained = doubtful_changes(counted_labels, possibly_missed, doubtful_labels)
     if lacking:
         return (f"recount: a chromosome {', '.join(lacking)} may be missing only from the count (the detector scored "
                 "a box it identifies as such under its threshold)")
-    # A gain resting on an object that may be debris or a piece of another chromosome: 11 of the 21 false gains of
-    # the analysable normal validation cells, 5 of the 13 real gains of the numerical ones (docs/pipeline.md).
-    copies = Counter(_copy_group(label) for label in counted_labels)
-    gained = sorted({label for label in doubtful_labels if copies[_copy_group(label)] > 2}, key=CHROMOSOMES.index)
     if gained:
         return (f"recount: the extra copy of {', '.join(gained)} may not be a chromosome (the detector or the object "
                 "verifier is unsure of one of its copies)")
     return "analysable"
+
+
+def doubtful_changes(counted_labels, possibly_missed=(), doubtful_labels=()) -> tuple[list[str], list[str]]:
+    """The losses and gains a cell's count shows only through its doubt: autosomes it lacks that an uncounted
+    candidate shows (`possibly_missed`), and classes it gained that hold a doubtful copy (`doubtful_labels`; the sex
+    chromosomes pooled). A gain resting on a doubtful object was 11 of the 21 false gains of the analysable normal
+    validation cells, and 5 of the 13 real gains of the numerical ones (docs/pipeline.md)."""
+    lacking = sorted({label for label in possibly_missed if label not in ("X", "Y") and counted_labels.count(label) < 2},
+                     key=CHROMOSOMES.index)
+    copies = Counter(_copy_group(label) for label in counted_labels)
+    gained = sorted({label for label in doubtful_labels if copies[_copy_group(label)] > 2}, key=CHROMOSOMES.index)
+    return lacking, gained
+
+
+def possible_clones(recounts, shown, clonal) -> list[tuple[str, int, int]]:
+    """The numerical changes a specimen's recounts would make clonal if their doubtful objects are what they seem:
+    from each recount cell's `doubtful_changes` (lacking, gained), each analysable cell's numerical changes (ISCN,
+    e.g. "+21") and the changes already clonal. Returns (change, recount cells doubting it, analysable cells showing
+    it) for each change that reaches the clone rule (ISCN: a gain in 2 cells, a loss in 3) with both together."""
+    doubted = Counter()
+    for lacking, gained in recounts:
+        doubted.update([f"-{label}" for label in lacking] + [f"+{label}" for label in gained])
+    showing = Counter(change for changes in shown for change in set(changes))
+    return [(change, n, showing[change]) for change, n in sorted(doubted.items())
+            if change not in clonal and n + showing[change] >= (3 if change.startswith("-") else 2)]
 
 
 def _judged(cell: CellResult) -> CellResult:
@@ -905,6 +925,13 @@ def _referral_reasons(cells, analysable, summary, study) -> list[str]:
         if len(names) >= max(DENOVO_RECURRING_CELLS, DENOVO_RECURRING_FRACTION * len(analysable)):
             reasons.append(f"chromosome {label} looks unlike any normal {label} in {len(names)} cells "
                            "(de novo outlier): an aberration the heads do not know may be present")
+    recounts = [doubtful_changes(cell.counted_labels, cell.possibly_missed, cell.doubtful_labels)
+                for cell in cells if cell.quality.startswith("recount") and not cell.excluded]
+    shown = [[a.iscn for a in cell.abnormalities if a.kind in ("gain", "loss")] for cell in analysable]
+    for change, n, beside in possible_clones(recounts, shown, {finding.iscn for finding in summary.findings}):
+        beside = f", beside {beside} that show it" if beside else ""
+        reasons.append(f"possible {change} clone: {n} cell{'s' * (n != 1)} set aside for a recount show it if "
+                       f"the doubtful objects are what they seem{beside}; recount them")
     for kind in (FEMALE_WITH_Y, MALE_AS_XX):
         set_aside = [cell.name for cell in cells if cell.quality.startswith(kind)]
         if len(set_aside) >= 2:

@@ -180,6 +180,10 @@ def test_a_gain_resting_on_a_doubtful_object_is_a_recount_until_a_person_confirm
     assert [row["doubtful"] for row in doubted.flags()].count(True) == 1 and doubted.flags()[46]["doubtful"]
     confirmed = pipe.relabel(doubted, 46, "21")
     assert confirmed.analysable and confirmed.karyotype == "47,XY,+21"
+    twice = pipe.specimen([dataclasses.replace(doubted, name=f"c{i}") for i in range(2)])
+    assert twice.karyotype is None and any(r.startswith("possible +21 clone: 2 cells") for r in twice.refer)
+    beside = pipe.specimen([doubted, dataclasses.replace(cell, name="sure")])  # one sure +21 is not a clone alone
+    assert any(r.startswith("possible +21 clone: 1 cell set aside") and "beside 1 that show it" in r for r in beside.refer)
     verification[46], verification[0] = 0.99, 0.5  # a doubtful 1 makes no gain: nothing to recount
     assert pipe.specimen([dataclasses.replace(cell, verification=verification)]).cells[0].analysable
 
@@ -442,6 +446,27 @@ def test_a_pasted_chromosome_leaves_no_halo_where_the_original_was():
     field = (ndimage.distance_transform_edt(~original) > 8) & (ndimage.distance_transform_edt(~(np.asarray(gray) < 200)) > 8)
     assert abs(pasted[vacated].mean() - np.median(pasted[field])) < 6
     assert pasted[vacated].std() > 0.3 * pasted[field].std()
+
+
+def test_an_added_copy_lies_where_it_is_put_and_the_rest_of_the_field_is_untouched():
+    """`add_to_metaphase` (simulated trisomies): the copy's ink, turned as asked, centred where asked, at the
+    field's own darkness; nothing else changes."""
+    from karyohf.crops import extract_chromosome
+    from karyohf.synthesis import add_to_metaphase
+
+    image, boxes = synthetic_metaphase(4)
+    gray = np.asarray(image)
+    crop = extract_chromosome(gray, boxes[0])
+    added = add_to_metaphase(gray, crop, centre=(200, 300), angle=90)
+    changed = np.abs(added.astype(int) - gray.astype(int)) > 10
+    rows, cols = np.nonzero(changed)
+    assert abs(rows.mean() - 200) < 3 and abs(cols.mean() - 300) < 3
+    assert np.ptp(cols) > 2 * np.ptp(rows)  # an upright rod turned by 90 degrees lies across
+    x0, y0, x1, y1 = (int(v) for v in boxes[0])
+    assert abs(int(added[changed].min()) - int(gray[y0:y1, x0:x1].min())) < 25
+    far = np.ones(gray.shape, bool)
+    far[rows.min() - 6 : rows.max() + 7, cols.min() - 6 : cols.max() + 7] = False
+    assert np.array_equal(added[far], gray[far])
 
 
 def test_the_fhir_observation_carries_the_iscn_string():

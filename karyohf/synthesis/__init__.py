@@ -2,15 +2,15 @@
 
 No real chromosome carries an aberration label, so the aberrant class is made. `synthesize` builds the derivative
 chromosome of a catalogue aberration from a real crop (and a real partner for translocations) by hg38 band
-arithmetic along its medial axis (`karyohf.geometry`); `paste_into_metaphase` puts one back into a metaphase (the
-semi-synthetic specimens of the benchmarks); `aberration_dataset` pairs real normal crops with synthesized aberrant
+arithmetic along its medial axis (`karyohf.geometry`); `paste_into_metaphase` puts one back into a metaphase and
+`add_to_metaphase` adds a copy (the semi-synthetic specimens of the benchmarks); `aberration_dataset` pairs real normal crops with synthesized aberrant
 ones, split by case, labelled as the heads name their labels (`karyohf.aberrations.labels`).
 
 Training code: the pipeline never imports this package. The heads trained on it are finetuned by
 `karyohf.head_training` and screen chromosomes in `karyohf.aberrations`.
 """
 
-from .chromosomes import SynthesizedChromosome, paste_into_metaphase, resample_normal, synthesize
+from .chromosomes import SynthesizedChromosome, add_to_metaphase, paste_into_metaphase, resample_normal, synthesize
 from .dataset import (
     aberration_dataset,
     balanced_subset,
@@ -28,6 +28,7 @@ __all__ = [
     "dataset_features",
     "dataset_folder",
     "load_aberration_dataset",
+    "add_to_metaphase",
     "paste_into_metaphase",
     "resample_normal",
     "synthesize",

@@ -331,9 +331,7 @@ def paste_into_metaphase(image, box, chromosome_image) -> np.ndarray:
 
     The original's mask is filled from its surroundings (biharmonic inpainting plus the background's own grain:
     a flat fill leaves a halo that the detector and the object verifier read as "not a chromosome"), and the new
-    chromosome, turned back to the original's angle, is laid over its centre as a transmission: the whitened
-    crop times the local background, which is `extract_chromosome`'s whitening undone. Its cut edge is softened
-    by the image's own blur so that it does not stand out as a pasted sticker.
+    chromosome, turned back to the original's angle, is laid over its centre (`_lay`).
     """
     from skimage.restoration import inpaint_biharmonic
 
@@ -362,8 +360,23 @@ def paste_into_metaphase(image, box, chromosome_image) -> np.ndarray:
         noise = ndimage.gaussian_filter(rng.normal(size=window.shape), 0.7)
         noise *= spread / max(float(noise.std()), 1e-6)
         window[covered] = filled[covered] + noise[covered]
+    mask_rows, mask_cols = np.nonzero(mask)
+    return _lay(gray, chromosome_image, -upright_angle(mask), (mask_rows.mean() + y0, mask_cols.mean() + x0))
+
+
+def add_to_metaphase(image, chromosome_image, centre: tuple[float, float], angle: float = 0.0) -> np.ndarray:
+    """The metaphase with one more chromosome: `chromosome_image` (an upright paper-format crop, e.g. another copy
+    of one of its chromosomes for a simulated trisomy) turned by `angle` degrees and laid, as `paste_into_metaphase`
+    lays one, with its centre at `centre` (row, column). Place it where the field is empty."""
+    return _lay(as_gray_uint8(image).astype(np.float32), chromosome_image, angle, centre)
+
+
+def _lay(gray: np.ndarray, chromosome_image, angle: float, centre) -> np.ndarray:
+    """`chromosome_image` turned by `angle` and laid over float `gray` as a transmission (the whitened crop times
+    the local background, `extract_chromosome`'s whitening undone), its centre at `centre`, its cut edge softened by
+    the image's own blur so that it does not stand out as a pasted sticker."""
     crop = np.asarray(Image.fromarray(as_gray_uint8(chromosome_image)).rotate(
-        -upright_angle(mask), resample=Image.BILINEAR, expand=True, fillcolor=255), dtype=np.float32)
+        angle, resample=Image.BILINEAR, expand=True, fillcolor=255), dtype=np.float32)
     ink = crop < 250
     if not ink.any():
         raise ValueError("chromosome_image holds no chromosome")
@@ -373,10 +386,7 @@ def paste_into_metaphase(image, box, chromosome_image) -> np.ndarray:
     softened = ndimage.gaussian_filter(transmission, 1.0)
     transmission = np.where(near & ~(ink & ~edge), np.minimum(softened, 1.0), transmission)
     rows, cols = np.nonzero(ink)
-    centre = np.array([rows.mean(), cols.mean()])
-    mask_rows, mask_cols = np.nonzero(mask)
-    target = np.array([mask_rows.mean() + y0, mask_cols.mean() + x0])
-    top, left = np.round(target - centre).astype(int)
+    top, left = np.round(np.asarray(centre, dtype=np.float64) - (rows.mean(), cols.mean())).astype(int)
     rows, cols = np.nonzero(near)
     inside = (rows + top >= 0) & (rows + top < gray.shape[0]) & (cols + left >= 0) & (cols + left < gray.shape[1])
     rows, cols = rows[inside], cols[inside]
