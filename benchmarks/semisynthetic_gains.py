@@ -1,7 +1,7 @@
 """Numerical clones, semi-synthetic: how often the pipeline calls a real trisomy's gain, cell by cell and in 20-cell
 specimens, and what its recount rule for doubtful gains costs there.
 
-    python benchmarks/semisynthetic_gains.py [--images 366] [--cells-cache /tmp/karyohf-cells.jsonl]   # ~10 min, 2 threads
+    python benchmarks/semisynthetic_gains.py [--images 366] [--cells-cache /tmp/karyohf-cells.jsonl] [--threads 2]
 
 Normal validation metaphases (held-out specimens) are given a third copy of one autosome in the image itself: one
 annotated chromosome of the class (+8, the commonest trisomy of myeloid neoplasia, and +21) is cut
@@ -142,8 +142,8 @@ def specimen_rates(gains: list[dict], normals: list[dict], chromosome: str, thre
             called += clone
             flagged += clone or f"+{chromosome}" in referred
             tried += 1
-        out[f"{k} of {CELLS} cells"] = {"called": round(called / tried, 4), "called or referred": round(flagged / tried, 4)} \
-            if tried else None
+        out[f"{k} of {CELLS} cells"] = ({"called": round(called / tried, 4),
+                                         "called or referred": round(flagged / tried, 4)} if tried else None)
     return out
 
 

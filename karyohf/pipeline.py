@@ -262,7 +262,8 @@ class CellResult:
                 "confidence": round(float(self.probabilities[i].max()), 4), "entropy": round(float(self.entropy[i]), 4),
                 "low_confidence": bool(self.low_confidence[i]), "denovo_score": round(float(self.denovo_scores[i]), 3),
                 "denovo_outlier": bool(self.denovo_outliers[i]), "counted": bool(self.counted[i]),
-                "doubtful": bool(doubtful[i]), "confirmed": bool(self.confirmed[i]), "chromosome_probability": _rounded(self.verification[i]),
+                "doubtful": bool(doubtful[i]), "confirmed": bool(self.confirmed[i]),
+                "chromosome_probability": _rounded(self.verification[i]),
                 "aberrations": {name: round(p, 4) for name, p in calls.items()},
                 "flagged": sorted(name for name, p in calls.items() if p >= self.head_thresholds[name]),
             })
@@ -633,7 +634,8 @@ class KaryotypePipeline:
         updated = dataclasses.replace(
             cell, boxes=add(cell.boxes.reshape(-1, 4), cell.candidate_boxes[index]),
             scores=add(cell.scores, cell.candidate_scores[index]), masks=[*cell.masks, mask],
-            mask_boxes=add(cell.mask_boxes.reshape(-1, 4), np.asarray(box_pixels)), chromosomes=[*cell.chromosomes, chromosome],
+            mask_boxes=add(cell.mask_boxes.reshape(-1, 4), np.asarray(box_pixels)),
+            chromosomes=[*cell.chromosomes, chromosome],
             labels=[*cell.labels, label],
             probabilities=add(cell.probabilities.reshape(-1, len(CHROMOSOMES)), found.probabilities[0]),
             entropy=add(cell.entropy, found.entropy[0]),
@@ -710,7 +712,8 @@ class KaryotypePipeline:
 
         updated = dataclasses.replace(
             cell, boxes=take(cell.boxes), scores=take(cell.scores), masks=[cell.masks[i] for i in kept],
-            mask_boxes=take(cell.mask_boxes).reshape(-1, 4), chromosomes=[cell.chromosomes[i] for i in kept], labels=labels,
+            mask_boxes=take(cell.mask_boxes).reshape(-1, 4), chromosomes=[cell.chromosomes[i] for i in kept],
+            labels=labels,
             probabilities=take(cell.probabilities).reshape(-1, len(CHROMOSOMES)), entropy=take(cell.entropy),
             low_confidence=take(cell.low_confidence), embeddings=take(cell.embeddings), confirmed=take(cell.confirmed),
             verification=take(cell.verification), corrections=[*cell.corrections, record])

@@ -183,7 +183,8 @@ def test_a_gain_resting_on_a_doubtful_object_is_a_recount_until_a_person_confirm
     twice = pipe.specimen([dataclasses.replace(doubted, name=f"c{i}") for i in range(2)])
     assert twice.karyotype is None and any(r.startswith("possible +21 clone: 2 cells") for r in twice.refer)
     beside = pipe.specimen([doubted, dataclasses.replace(cell, name="sure")])  # one sure +21 is not a clone alone
-    assert any(r.startswith("possible +21 clone: 1 cell set aside") and "beside 1 that show it" in r for r in beside.refer)
+    assert any(r.startswith("possible +21 clone: 1 cell set aside") and "beside 1 that show it" in r
+               for r in beside.refer)
     verification[46], verification[0] = 0.99, 0.5  # a doubtful 1 makes no gain: nothing to recount
     assert pipe.specimen([dataclasses.replace(cell, verification=verification)]).cells[0].analysable
 

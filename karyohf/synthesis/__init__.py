@@ -3,8 +3,9 @@
 No real chromosome carries an aberration label, so the aberrant class is made. `synthesize` builds the derivative
 chromosome of a catalogue aberration from a real crop (and a real partner for translocations) by hg38 band
 arithmetic along its medial axis (`karyohf.geometry`); `paste_into_metaphase` puts one back into a metaphase and
-`add_to_metaphase` adds a copy (the semi-synthetic specimens of the benchmarks); `aberration_dataset` pairs real normal crops with synthesized aberrant
-ones, split by case, labelled as the heads name their labels (`karyohf.aberrations.labels`).
+`add_to_metaphase` adds a copy (the semi-synthetic specimens of the benchmarks); `aberration_dataset` pairs real
+normal crops with synthesized aberrant ones, split by case, labelled as the heads name their labels
+(`karyohf.aberrations.labels`).
 
 Training code: the pipeline never imports this package. The heads trained on it are finetuned by
 `karyohf.head_training` and screen chromosomes in `karyohf.aberrations`.
