@@ -76,8 +76,8 @@ def covered_share(boxes: np.ndarray, box) -> np.ndarray:
 
 
 def collect(cache: Path, images: int, threads: int) -> None:
-    done = {(json.loads(line)["image_id"], json.loads(line)["gained"]) for line in cache.read_text().splitlines()} \
-        if cache.is_file() else set()
+    records = [json.loads(line) for line in cache.read_text().splitlines()] if cache.is_file() else []
+    done = {(r["image_id"], r["gained"]) for r in records}
     validation = split_metaphases(load_metaphases())["validation"]
     normal = validation.filter(lambda s: s == "normal", input_columns="karyotype_status").shuffle(seed=0)
     normal = normal.select(range(min(images, len(normal))))
