@@ -289,6 +289,32 @@ def test_detector_api_on_centernet(tmp_path):
     assert loaded.query is None and np.allclose(loaded(gray).boxes, found.boxes, atol=1e-4)
 
 
+def test_box_offset_moves_every_box_within_the_image_and_travels_with_the_checkpoint(tmp_path):
+    """The annotations' margin convention (`box_offset`, x0 y0 x1 y1 pixels) shifts every returned box, clipped to
+    the image; it is saved in config.json and read back, and an explicit one overrides it."""
+    model, processor = tiny_centernet()
+    gray = np.asarray(two_rod_metaphases()[0]["image"])
+    rows, cols = gray.shape
+    centred = ChromosomeDetector(model, processor, score_threshold=0.0, nms_iou=0.7)(gray)
+    model.config.box_offset = (-1.0, -2.5, 0.5, -2.0)
+    detector = ChromosomeDetector(model, processor, score_threshold=0.0, nms_iou=0.7)
+    moved = detector(gray)
+    expected = centred.boxes + np.array([-1.0, -2.5, 0.5, -2.0], np.float32)
+    expected = np.clip(expected, 0, [cols, rows, cols, rows])
+    assert len(moved) == len(centred) and np.allclose(moved.boxes, expected, atol=1e-4)
+    assert (moved.boxes >= 0).all() and (moved.boxes[:, 2] <= cols).all() and (moved.boxes[:, 3] <= rows).all()
+    detector.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["box_offset"] == [-1.0, -2.5, 0.5, -2.0]
+    assert np.allclose(ChromosomeDetector.from_pretrained(tmp_path, score_threshold=0.0, nms_iou=0.7)(gray).boxes,
+                       moved.boxes, atol=1e-4)
+    plain = ChromosomeDetector.from_pretrained(tmp_path, score_threshold=0.0, nms_iou=0.7, box_offset=(0, 0, 0, 0))
+    assert np.allclose(plain(gray).boxes, centred.boxes, atol=1e-4)
+    with pytest.raises(StrictDataclassError, match="box_offset"):
+        CenterNetConfig(box_offset=(1.0, 2.0))
+    with pytest.raises(ValueError, match="box_offset must be 4 finite"):
+        ChromosomeDetector(model, processor, box_offset=(0.0, float("nan"), 0.0, 0.0))
+
+
 def test_the_pipelines_candidates_hold_the_detectors_own_boxes_as_the_sure_ones():
     """The pipeline asks for more than the detector keeps (lower floor, looser suppression): the sure ones among
     them are the detector's own boxes (tests/test_counting.py has the looser suppression adding one)."""

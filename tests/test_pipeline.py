@@ -134,6 +134,25 @@ class CandidateIdentifier(FixedIdentifier):
         return FixedIdentifier(self.labels + [self.candidate] * (len(crops) - len(self.labels)))(crops)
 
 
+def test_boxes_in_the_annotators_frame_are_reported_but_chromosomes_are_cut_where_they_lie_centred():
+    """A detector with a `box_offset` reports boxes shifted into its annotators' frame; the pipeline reports them
+    as they come but cuts each chromosome (its mask, its crop) from the box before the shift, the same as when the
+    detector reports centred boxes."""
+    image, boxes = synthetic_metaphase(46)
+    offset = np.array([-1.0, -2.5, -0.5, -2.0], np.float32)
+
+    class OffsetDetector(ScoredDetector):
+        box_offset = offset
+
+    centred = KaryotypePipeline(FixedIdentifier(MALE), detector=ScoredDetector(boxes, [0.9] * 46)).analyze_cell(image)
+    pipe = KaryotypePipeline(FixedIdentifier(MALE), detector=OffsetDetector(np.asarray(boxes) + offset, [0.9] * 46))
+    shifted = pipe.analyze_cell(image)
+    assert np.allclose(shifted.boxes, centred.boxes + offset) and np.allclose(pipe.centred_boxes(shifted.boxes), centred.boxes)
+    assert np.array_equal(shifted.mask_boxes, centred.mask_boxes)
+    assert all(np.array_equal(a, b) for a, b in zip(shifted.masks, centred.masks))
+    assert shifted.karyotype == centred.karyotype == "46,XY"
+
+
 @pytest.mark.parametrize("candidate, recount", [("15", True), ("7", False)])
 def test_a_loss_the_detector_half_saw_is_a_recount_not_a_monosomy(candidate, recount):
     """45 sure boxes and a 46th scored 0.2: when the identity model names that candidate as the chromosome the cell

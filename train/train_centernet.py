@@ -24,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from datasets import load_from_disk
 from transformers import AutoModelForObjectDetection, Trainer, TrainingArguments, set_seed
@@ -211,6 +212,10 @@ def score_and_describe(args, model, processor, validation, training: dict) -> No
     metrics = evaluate_detector(detector, validation, args.score_threshold)
     rows, record = {args.output_dir.name: metrics}, {"centernet": metrics}
     config = model.config
+    if any(config.box_offset):  # what the annotations' margin convention adds, on the same boxes
+        detector.box_offset = np.zeros(4, dtype=np.float32)
+        rows[f"{args.output_dir.name}, without box offset"] = record["centernet_without_box_offset"] = (
+            evaluate_detector(detector, validation, args.score_threshold))
     if config.off_peak_weight:  # what the off-peak boxes add, on the same weights
         detector.off_peak_weight = 0.0
         rows[f"{args.output_dir.name}, heatmap peaks only"] = record["centernet_peaks_only"] = evaluate_detector(
@@ -244,6 +249,10 @@ def score_and_describe(args, model, processor, validation, training: dict) -> No
         decoding=(f"decoded as its heatmap peaks plus every other cell's box at {config.off_peak_weight:g} × its heat "
                   "(`off_peak_weight` in config.json; pass `off_peak_weight=0` to `ChromosomeDetector` for peaks only)"
                   if config.off_peak_weight else "decoded as its heatmap peaks"),
+        box_offset=(f", every box then moved by ({', '.join(f'{v:g}' for v in config.box_offset)}) px at x0, y0, x1, y1 "
+                    "(`box_offset` in config.json, fitted by `train/fit_box_offset.py`: the margin the annotators drew "
+                    "wider above and left of each chromosome, which flips in training average away; pass "
+                    "`box_offset=(0, 0, 0, 0)` for centred boxes)" if any(config.box_offset) else ""),
         results_table=format_table(rows),
         ap_status="met" if metrics["ap50"] >= TARGET_AP50 else "not met",
         count_status="met" if metrics["count_error_median"] <= TARGET_COUNT_ERROR else "not met",

@@ -300,15 +300,18 @@ def centernet_targets(boxes: torch.Tensor, rows: int, columns: int, config: Cent
     dx = (centre_x[None] - cx[:, None, None]) / sigma_x[:, None, None]
     dy = (centre_y[None] - cy[:, None, None]) / sigma_y[:, None, None]
     gaussians = torch.exp(-0.5 * (dx**2 + dy**2))  # (n, rows, cols)
-    centre_row = (cy / stride).long().clamp(0, rows - 1)
-    centre_col = (cx / stride).long().clamp(0, columns - 1)
+    centre_row, centre_col = separate_centres((cy / stride).long().clamp(0, rows - 1),
+                                              (cx / stride).long().clamp(0, columns - 1), rows, columns)
     index = torch.arange(len(boxes), device=boxes.device)
     gaussians[index, centre_row, centre_col] = 1.0
     heatmap = gaussians.amax(0)
 
     region = gaussians >= config.box_region_threshold
     area = torch.where(region, (w * h)[:, None, None], torch.inf)
-    owner = area.argmin(0)  # smallest chromosome covering each location
+    owner = area.argmin(0)  # smallest chromosome covering each location ...
+    # ... except at a centre, which regresses its own chromosome: else the larger of an overlapping pair would learn
+    # its partner's box at its own peak, and non-maximum suppression would drop it as a duplicate.
+    owner[centre_row, centre_col] = index
     owned = region.any(0)
     mine = gaussians * (owner[None] == index[:, None, None]) * owned[None]
     mine = mine / mine.flatten(1).sum(1).clamp(min=1e-12)[:, None, None]
@@ -316,6 +319,24 @@ def centernet_targets(boxes: torch.Tensor, rows: int, columns: int, config: Cent
     corners = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=-1) / size
     box_targets = corners[owner]
     return heatmap, box_targets, weights
+
+
+def separate_centres(rows: torch.Tensor, columns: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Heatmap cells of the chromosome centres, each chromosome its own: a centre whose cell another chromosome
+    already holds moves to the nearest free cell around it (one heatmap peak cannot stand for two chromosomes)."""
+    rows, columns = rows.clone(), columns.clone()
+    taken = set()
+    for k in range(len(rows)):
+        cell = (int(rows[k]), int(columns[k]))
+        if cell in taken:
+            free = [(cell[0] + dr, cell[1] + dc) for radius in (1, 2) for dr in range(-radius, radius + 1)
+                    for dc in range(-radius, radius + 1) if max(abs(dr), abs(dc)) == radius]
+            free = [(r, c) for r, c in free if 0 <= r < height and 0 <= c < width and (r, c) not in taken]
+            if free:
+                cell = min(free, key=lambda rc: (rc[0] - cell[0]) ** 2 + (rc[1] - cell[1]) ** 2)
+                rows[k], columns[k] = cell
+        taken.add(cell)
+    return rows, columns
 
 
 def gaussian_focal_loss(logits: torch.Tensor, heatmap: torch.Tensor, alpha: float = 2.0, beta: float = 4.0):

@@ -61,7 +61,7 @@ def rescaled_side(shape: tuple[int, int], boxes: np.ndarray, image_size: int, ch
 class ChromosomeDetector:
     def __init__(self, model, processor, score_threshold: float = DEFAULT_SCORE_THRESHOLD, nms_iou: float = DEFAULT_NMS_IOU,
                  test_time_flips: tuple[str, ...] | None = None, chromosome_length: float | None = None,
-                 off_peak_weight: float | None = None):
+                 off_peak_weight: float | None = None, box_offset: tuple[float, ...] | None = None):
         if not 0.0 <= score_threshold < 1.0:
             raise ValueError(f"score_threshold must be in [0, 1), got {score_threshold}")
         if not 0.0 <= nms_iou <= 1.0:
@@ -91,6 +91,11 @@ class ChromosomeDetector:
             raise ValueError("off_peak_weight must be in [0, 1] (0: heatmap peaks only) and applies to CenterNet detectors "
                              f"only, got {off_peak_weight}")
         self.off_peak_weight = float(off_peak_weight)
+        if box_offset is None:  # likewise: the training annotations' convention (zeros when it has none)
+            box_offset = getattr(model.config, "box_offset", None) or (0.0, 0.0, 0.0, 0.0)
+        self.box_offset = np.asarray(box_offset, dtype=np.float32).reshape(-1)
+        if self.box_offset.shape != (4,) or not np.isfinite(self.box_offset).all():
+            raise ValueError(f"box_offset must be 4 finite pixel shifts (x0, y0, x1, y1), got {box_offset}")
         self.max_detections = getattr(model.config, "max_detections", None)
 
     @classmethod
@@ -138,6 +143,11 @@ class ChromosomeDetector:
             raise ValueError(f"nms_iou must be in [0, 1], got {nms_iou}")
         boxes, scores = (self._owlv2_candidates(gray, threshold) if self.query is not None
                          else self._centernet_candidates(gray, threshold))
+        if self.box_offset.any():  # one shift of every box (then clipped): suppression below is unchanged by it
+            rows, cols = gray.shape[:2]
+            boxes = boxes + torch.as_tensor(self.box_offset, dtype=boxes.dtype, device=boxes.device)
+            boxes = torch.stack([boxes[:, 0].clamp(0, cols), boxes[:, 1].clamp(0, rows), boxes[:, 2].clamp(0, cols),
+                                 boxes[:, 3].clamp(0, rows)], dim=1)
         # Boxes that the clipping squeezed below a pixel lay (almost) wholly in the padding.
         real = (boxes[:, 2] - boxes[:, 0] >= 1) & (boxes[:, 3] - boxes[:, 1] >= 1)
         boxes, scores = boxes[real], scores[real]

@@ -70,20 +70,26 @@ def coco_average_precision(ground_truth: dict, results: list[dict]) -> tuple[flo
     return (float(at_50.mean()) if at_50.size else 0.0), (float(every.mean()) if every.size else 0.0)
 
 
-def count_matches(predicted: np.ndarray, truth: np.ndarray, iou_threshold: float = 0.5) -> int:
-    """One-to-one matches, predictions taken in the given (score) order, each to the free true box it overlaps most."""
+def match_boxes(predicted: np.ndarray, truth: np.ndarray, iou_threshold: float = 0.5) -> list[tuple[int, int]]:
+    """One-to-one matches (prediction index, true index), predictions taken in the given (score) order, each to the
+    free true box it overlaps most."""
     if len(predicted) == 0 or len(truth) == 0:
-        return 0
+        return []
     overlaps = box_iou(torch.as_tensor(predicted, dtype=torch.float32), torch.as_tensor(truth, dtype=torch.float32))
     free = torch.ones(len(truth), dtype=torch.bool)
-    matches = 0
-    for row in overlaps:
+    pairs = []
+    for i, row in enumerate(overlaps):
         row = torch.where(free, row, -1.0)
         best = int(row.argmax())
         if row[best] >= iou_threshold:
             free[best] = False
-            matches += 1
-    return matches
+            pairs.append((i, best))
+    return pairs
+
+
+def count_matches(predicted: np.ndarray, truth: np.ndarray, iou_threshold: float = 0.5) -> int:
+    """How many predictions `match_boxes` pairs with a true box."""
+    return len(match_boxes(predicted, truth, iou_threshold))
 
 
 def score_detections(

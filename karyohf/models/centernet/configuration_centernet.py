@@ -1,5 +1,7 @@
 """CenterNet configuration: a small convolutional detector for every chromosome in a metaphase."""
 
+import math
+
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
@@ -57,6 +59,12 @@ class CenterNetConfig(PreTrainedConfig):
             crossing or touching a smaller one is regressed only off its peak (the smaller owns the shared cells).
             0: peaks only, as classic CenterNet decodes (an inference setting, saved with the weights it was
             measured on).
+        box_offset (`tuple[float, ...]`, defaults to `(0, 0, 0, 0)`):
+            Pixels of the image added to every box's x0, y0, x1, y1 by `ChromosomeDetector`: the annotation
+            convention of the training boxes. Trained under flips and quarter turns, the detector centres each box on
+            its chromosome, so a margin the annotators drew consistently wider on one side is lost; this gives it back
+            (fitted on training metaphases by `train/fit_box_offset.py`; an inference setting, saved with the weights
+            it was measured on).
         initializer_range (`float`, defaults to 0.02):
             Unused by the convolutions (Kaiming init); kept for transformers' conventions.
     """
@@ -78,6 +86,7 @@ class CenterNetConfig(PreTrainedConfig):
     test_time_flips: tuple[str, ...] | list[str] = ()
     chromosome_length: float | int | None = None
     off_peak_weight: float | int = 0.0
+    box_offset: tuple[float, ...] | list[float] = (0.0, 0.0, 0.0, 0.0)
     initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs):
@@ -85,6 +94,7 @@ class CenterNetConfig(PreTrainedConfig):
         self.stage_channels = tuple(self.stage_channels)
         self.stage_blocks = tuple(self.stage_blocks)
         self.test_time_flips = tuple(self.test_time_flips)
+        self.box_offset = tuple(float(v) for v in self.box_offset)
         kwargs.setdefault("id2label", {0: "chromosome"})
         kwargs.setdefault("label2id", {"chromosome": 0})
         super().__post_init__(**kwargs)
@@ -124,6 +134,8 @@ class CenterNetConfig(PreTrainedConfig):
             raise ValueError(f"`test_time_flips` must be among {MIRROR_FLIPS}, got {unknown}.")
         if self.chromosome_length is not None and self.chromosome_length <= 0:
             raise ValueError(f"`chromosome_length` must be positive or None, got {self.chromosome_length}.")
+        if len(self.box_offset) != 4 or not all(math.isfinite(v) for v in self.box_offset):
+            raise ValueError(f"`box_offset` must be 4 finite pixel shifts (x0, y0, x1, y1), got {self.box_offset}.")
         if not 0.0 < self.box_region_threshold < 1.0:
             raise ValueError(f"`box_region_threshold` must lie in (0, 1), got {self.box_region_threshold}.")
 
