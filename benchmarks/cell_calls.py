@@ -10,7 +10,7 @@ per image:
 - aneuploidy: a cell is called numerically abnormal when its line (constitutional style, as these amniotic-fluid
   cells are) shows a gain or loss; sensitivity on the real `numerical` metaphases (exact line and any call), and
   specificity on the normal validation metaphases, and on the normal ones among a seeded 200 training metaphases
-  (`TRAIN_METAPHASES`, the same as `benchmarks/counting.py`'s: no rule or operating point was chosen on them, though
+  (`karyohf.data.benchmarked_training_metaphases`, the same as `benchmarks/counting.py`'s: no rule or operating point was chosen on them, though
   the detector and the identity model were trained on them);
 - sex chromosomes: the predicted sex field equals the annotated one.
 Writes benchmarks/results/cell_calls.json. Re-running reuses the cache (delete it after changing a model).
@@ -26,19 +26,19 @@ import numpy as np
 import torch
 
 from karyohf.aberrations import cell_aberration_scores
-from karyohf.data import load_metaphases, split_metaphases
+from karyohf.data import (BENCHMARKED_TRAINING_METAPHASES, benchmarked_training_metaphases, load_metaphases,
+                          split_metaphases)
 from karyohf.karyotype.cells import format_line, numerical_changes
 from karyohf.karyotype.specimen import reference_sex
 from karyohf.metrics import prediction_entropy
 from karyohf.pipeline import KaryotypePipeline, cell_quality, counted_objects, doubtful_objects
 
 NAMES = [str(n) for n in range(1, 23)] + ["X", "Y"]
-TRAIN_METAPHASES, TRAIN_SEED = 200, 0
 
 
 def training_normals(splits) -> list:
     """The normal metaphases among the seeded training ones that `benchmarks/counting.py` scores."""
-    train = splits["train"].shuffle(seed=TRAIN_SEED).select(range(min(TRAIN_METAPHASES, len(splits["train"]))))
+    train = benchmarked_training_metaphases(splits)
     return [example for example in train if example["karyotype_status"] == "normal"]
 
 
@@ -167,7 +167,7 @@ def summarise(records: list[dict]) -> dict:
 
     result = {}
     for split, name in (("validation", "normal validation metaphases"),
-                        ("train", f"normal training metaphases (of the seeded {TRAIN_METAPHASES}, nothing tuned)")):
+                        ("train", f"normal training metaphases (of the seeded {BENCHMARKED_TRAINING_METAPHASES}, nothing tuned)")):
         normal = [r for r in records if r["split"] == split and r["status"] == "normal"]
         if normal:
             result[name] = normal_calls(normal)

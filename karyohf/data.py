@@ -118,6 +118,25 @@ def validation_metaphases(limit: int | None = None, root: str | os.PathLike | No
     return validation
 
 
+# The first of the seeded training permutation are what the benchmarks score on the training side (counts, cell
+# calls): nothing is fitted on them. What is fitted on training metaphases (the object verifier, the detector's box
+# offset) takes the ones after them.
+BENCHMARKED_TRAINING_METAPHASES = 200
+
+
+def benchmarked_training_metaphases(splits: datasets.DatasetDict, seed: int = 0) -> datasets.Dataset:
+    """The training metaphases the benchmarks score, where nothing is fitted (the first of the seeded permutation)."""
+    train = splits["train"].shuffle(seed=seed)
+    return train.select(range(min(BENCHMARKED_TRAINING_METAPHASES, len(train))))
+
+
+def fitting_metaphases(splits: datasets.DatasetDict, count: int, seed: int = 0) -> datasets.Dataset:
+    """`count` training metaphases to fit a rule or setting on: those after `benchmarked_training_metaphases`."""
+    train = splits["train"].shuffle(seed=seed)
+    first = min(BENCHMARKED_TRAINING_METAPHASES, len(train))
+    return train.select(range(first, min(first + count, len(train))))
+
+
 def load_karyogram_crops(root: str | os.PathLike | None = None) -> datasets.Dataset:
     """The karyogram crops: `image` (grayscale PNG), `chromosome` (ClassLabel 1..22, X, Y), `cell_id`, `case_id`;
     without the cells in `MISLABELED_KARYOGRAM_CELLS`."""

@@ -25,13 +25,10 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou
 
-from karyohf.data import load_metaphases, split_metaphases
+from karyohf.data import fitting_metaphases, load_metaphases, split_metaphases
 from karyohf.detection import ChromosomeDetector
 from karyohf.detection.evaluation import match_boxes
 from karyohf.images import as_gray_uint8
-
-BENCHMARKED_TRAIN = 200  # as in train/fit_object_verifier.py: the seeded training metaphases the benchmarks score
-
 
 def matched_offsets(detector: ChromosomeDetector, dataset) -> tuple[np.ndarray, np.ndarray]:
     """(annotated - detected) per side, and the detected boxes, of every box matched one to one at IoU >= 0.5."""
@@ -65,8 +62,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     detector = ChromosomeDetector.from_pretrained(args.detector, box_offset=(0.0, 0.0, 0.0, 0.0))
     splits = split_metaphases(load_metaphases())
-    train = splits["train"].shuffle(seed=args.seed)
-    train = train.select(range(BENCHMARKED_TRAIN, min(BENCHMARKED_TRAIN + args.metaphases, len(train))))
+    train = fitting_metaphases(splits, args.metaphases, args.seed)
     offsets, boxes = matched_offsets(detector, train)
     if not len(offsets):
         raise SystemExit("no detected box matched an annotation: nothing to fit")

@@ -34,12 +34,11 @@ from torchvision.ops import box_iou
 
 from karyohf.counting import (CONTEXT_FEATURES, OBJECT_FEATURES, LogisticVerifier, ObjectVerifier, StackedVerifier,
                               TreeVerifier, context_features, object_features)
-from karyohf.data import load_metaphases, split_metaphases
+from karyohf.data import fitting_metaphases, load_metaphases, split_metaphases
 from karyohf.images import as_gray_uint8
 from karyohf.cytogenetics import CHROMOSOMES
 from karyohf.pipeline import IDENTIFIER_FOLDER, KaryotypePipeline, pipeline_count, resolve_checkpoints
 
-BENCHMARKED_TRAIN = 200  # the first of the seeded training permutation: benchmarks/counting.py scores them
 # The models tried, out of fold: logistic at three inverse L2 strengths, and boosted trees (which see interactions
 # a logistic model cannot, e.g. a high score that means less inside a stronger box).
 MODELS = {
@@ -242,8 +241,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     pipe = KaryotypePipeline.from_pretrained(args.checkpoints, verifier=False)  # the raw objects, whatever is installed
     splits = split_metaphases(load_metaphases())
-    train = splits["train"].shuffle(seed=args.seed)
-    train = train.select(range(BENCHMARKED_TRAIN, min(BENCHMARKED_TRAIN + args.metaphases, len(train))))
+    train = fitting_metaphases(splits, args.metaphases, args.seed)
     sure = pipe.detector.score_threshold
     fit = with_current_features(extract(pipe, train, args.cache / f"train-{args.metaphases}.pkl"), sure)
     validation = with_current_features(extract(pipe, splits["validation"], args.cache / "validation.pkl"), sure)
