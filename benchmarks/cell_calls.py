@@ -10,8 +10,8 @@ per image:
 - aneuploidy: a cell is called numerically abnormal when its line (constitutional style, as these amniotic-fluid
   cells are) shows a gain or loss; sensitivity on the real `numerical` metaphases (exact line and any call), and
   specificity on the normal validation metaphases, and on the normal ones among a seeded 200 training metaphases
-  (`karyohf.data.benchmarked_training_metaphases`, the same as `benchmarks/counting.py`'s: no rule or operating point was chosen on them, though
-  the detector and the identity model were trained on them);
+  (`karyohf.data.benchmarked_training_metaphases`, the same as `benchmarks/counting.py`'s: no rule or operating
+  point was chosen on them, though the detector and the identity model were trained on them);
 - sex chromosomes: the predicted sex field equals the annotated one.
 Writes benchmarks/results/cell_calls.json. Re-running reuses the cache (delete it after changing a model).
 """
@@ -167,7 +167,8 @@ def summarise(records: list[dict]) -> dict:
 
     result = {}
     for split, name in (("validation", "normal validation metaphases"),
-                        ("train", f"normal training metaphases (of the seeded {BENCHMARKED_TRAINING_METAPHASES}, nothing tuned)")):
+                        ("train", f"normal training metaphases (of the seeded {BENCHMARKED_TRAINING_METAPHASES}, "
+                                  "nothing tuned)")):
         normal = [r for r in records if r["split"] == split and r["status"] == "normal"]
         if normal:
             result[name] = normal_calls(normal)

@@ -30,6 +30,7 @@ from karyohf.detection import ChromosomeDetector
 from karyohf.detection.evaluation import match_boxes
 from karyohf.images import as_gray_uint8
 
+
 def matched_offsets(detector: ChromosomeDetector, dataset) -> tuple[np.ndarray, np.ndarray]:
     """(annotated - detected) per side, and the detected boxes, of every box matched one to one at IoU >= 0.5."""
     offsets, boxes = [], []

@@ -35,6 +35,7 @@ from torchvision.ops import box_iou
 from karyohf.counting import (CONTEXT_FEATURES, OBJECT_FEATURES, LogisticVerifier, ObjectVerifier, StackedVerifier,
                               TreeVerifier, context_features, object_features)
 from karyohf.data import fitting_metaphases, load_metaphases, split_metaphases
+from karyohf.detection.evaluation import match_boxes
 from karyohf.images import as_gray_uint8
 from karyohf.cytogenetics import CHROMOSOMES
 from karyohf.pipeline import IDENTIFIER_FOLDER, KaryotypePipeline, pipeline_count, resolve_checkpoints
@@ -54,17 +55,11 @@ THRESHOLDS = tuple(round(0.1 + 0.02 * k, 2) for k in range(16)) + (0.5,)  # 0.1,
 
 
 def matched(boxes: np.ndarray, scores: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """Per object: it matches a free annotated box at IoU >= 0.5, objects taken strongest first."""
+    """Per object: it matches a free annotated box at IoU >= 0.5, objects taken strongest first (`match_boxes`)."""
     out = np.zeros(len(boxes), dtype=bool)
-    if not len(boxes) or not len(truth):
-        return out
-    overlaps = box_iou(torch.as_tensor(boxes, dtype=torch.float32), torch.as_tensor(truth, dtype=torch.float32))
-    free = torch.ones(len(truth), dtype=torch.bool)
-    for i in np.argsort(-scores, kind="stable"):
-        row = torch.where(free, overlaps[i], -1.0)
-        best = int(row.argmax())
-        if row[best] >= 0.5:
-            free[best], out[i] = False, True
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    for i, _ in match_boxes(np.asarray(boxes)[order].reshape(-1, 4), truth):
+        out[order[i]] = True
     return out
 
 
