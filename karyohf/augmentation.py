@@ -10,6 +10,8 @@ its cell degrades gracefully instead of collapsing.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
@@ -18,15 +20,29 @@ from .crops import rescale_chromosome
 # Scales (of the cell-normalised size) a lone crop may come at: our karyogram crops are ~0.78 of it and our
 # metaphases ~1.07; a lab imaging at 0.77x or 1.9x our magnification puts its crops at ~0.6 to ~2.0.
 WIDE_SCALE = (0.6, 2.0)
-# Optics vary between microscopes and slides: on this share of crops, the crop is re-imaged as a microscope with
-# less resolution would see it (shrunk to a magnification in IMAGING_MAGNIFICATION, out of focus by up to BLUR_SIGMA
-# pixels there, then back to its size). The blur acts before the cell is normalised, as another lab's does: a cell
-# imaged small and blurred is enlarged, blur and all, by the normalisation.
-BLUR_PROBABILITY, BLUR_SIGMA, IMAGING_MAGNIFICATION = 0.4, (0.3, 2.0), (0.5, 1.0)
+
+
+@dataclass(frozen=True)
+class Optics:
+    """How another microscope may image a crop: on `probability` of crops, the crop is re-imaged as a microscope with
+    less resolution would see it (shrunk to a magnification in `magnification`, out of focus by a σ in `sigma` pixels
+    there, then back to its size). The blur acts before the cell is normalised, as another lab's does: a cell imaged
+    small and blurred is enlarged, blur and all, by the normalisation."""
+
+    probability: float
+    sigma: tuple[float, float]
+    magnification: tuple[float, float]
+
+
+# The identity model's and the del(5q) head's recipe.
+STANDARD_OPTICS = Optics(probability=0.4, sigma=(0.3, 2.0), magnification=(0.5, 1.0))
+# More crops re-imaged, smaller and blurrier: the t(9;22) head's recipe (docs/models.md).
+STRONG_OPTICS = Optics(probability=0.6, sigma=(0.3, 2.5), magnification=(0.4, 1.0))
+OPTICS = {"standard": STANDARD_OPTICS, "strong": STRONG_OPTICS}
 
 
 def augment_crop(crop: Image.Image, rng: np.random.Generator, scale_jitter: float = 0.08, cell_scale: float = 1.0,
-                 wide_scale_probability: float = 0.0) -> Image.Image:
+                 wide_scale_probability: float = 0.0, optics: Optics = STANDARD_OPTICS) -> Image.Image:
     """A randomly varied copy of a white-background "L" crop, same size, its chromosome resized by `cell_scale`
     (the factor `karyohf.crops.cell_scale` gives its cell) times a small jitter, or a wide one."""
     width, height = crop.size
@@ -35,9 +51,9 @@ def augment_crop(crop: Image.Image, rng: np.random.Generator, scale_jitter: floa
         image = image.rotate(180)
     if rng.random() < 0.5:
         image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    if rng.random() < BLUR_PROBABILITY:
-        magnification = float(np.exp(rng.uniform(*np.log(IMAGING_MAGNIFICATION))))
-        image = reimage(image, magnification, rng.uniform(*BLUR_SIGMA))
+    if rng.random() < optics.probability:
+        magnification = float(np.exp(rng.uniform(*np.log(optics.magnification))))
+        image = reimage(image, magnification, rng.uniform(*optics.sigma))
     if rng.random() < wide_scale_probability:
         scale = cell_scale * float(np.exp(rng.uniform(*np.log(WIDE_SCALE))))
     else:

@@ -18,6 +18,7 @@ import torch
 from transformers import Trainer, TrainingArguments
 
 from .aberrations.labels import NORMAL
+from .augmentation import STANDARD_OPTICS, Optics
 from .models.topvit import TopViTConfig, TopViTForImageClassification, TopViTImageProcessor
 from .training import CropCollator
 
@@ -57,11 +58,13 @@ def train_aberration_classifier(
     seed: int = 0,
     log_steps: int = 0,
     wide_scale_probability: float = 0.1,
+    optics: Optics = STANDARD_OPTICS,
 ) -> TopViTForImageClassification:
     """Train on an aberration dataset (`image`, integer `label`, `cell_scale`) with the identity model's augmentation,
     through the Trainer (warmup, cosine decay); returns the model in eval mode on the CPU. A cell-normalised head
     also sees `wide_scale_probability` of its crops off the reference scale, so a cell whose scale is misjudged
-    (few chromosomes, blur) does not read as aberrant."""
+    (few chromosomes, blur) does not read as aberrant. `optics`: how crops are re-imaged as other microscopes would
+    (`karyohf.augmentation`)."""
     args = TrainingArguments(
         output_dir=tempfile.mkdtemp(prefix="aberration-trainer-"),
         max_steps=steps,
@@ -81,7 +84,7 @@ def train_aberration_classifier(
     # A head of a cell-normalised identity model reads its crops rescaled per cell, as the pipeline feeds them.
     normalised = getattr(processor, "cell_reference_length", None) is not None
     collator = CropCollator(processor, augment=True, seed=seed, label_column="label", normalise_cells=normalised,
-                            wide_scale_probability=wide_scale_probability if normalised else 0.0)
+                            wide_scale_probability=wide_scale_probability if normalised else 0.0, optics=optics)
     trainer = Trainer(model=model, args=args, train_dataset=train_dataset, data_collator=collator)
     trainer.train()
     return trainer.model.float().cpu().eval()

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from transformers import TrainerCallback
 
-from .augmentation import augment_crop
+from .augmentation import STANDARD_OPTICS, Optics, augment_crop
 from .crops import rescale_chromosome
 
 
@@ -147,19 +147,21 @@ class CropCollator:
 
     With `normalise_cells`, each crop is first rescaled by its cell's factor (the `cell_scale` column that
     `karyohf.data.chromosome_crops` holds), as the pipeline rescales a metaphase's crops; `wide_scale_probability`
-    is passed to `augment_crop`.
+    and `optics` are passed to `augment_crop`.
 
     Each DataLoader worker draws its augmentation from its own stream (seeded by `seed` and the worker id): copies of
     one generator would give every worker the same random sequence."""
 
     def __init__(self, processor, augment: bool, seed: int, label_column: str = "chromosome",
-                 normalise_cells: bool = False, wide_scale_probability: float = 0.0):
+                 normalise_cells: bool = False, wide_scale_probability: float = 0.0,
+                 optics: Optics = STANDARD_OPTICS):
         self.processor = processor
         self.augment = augment
         self.seed = seed
         self.label_column = label_column
         self.normalise_cells = normalise_cells
         self.wide_scale_probability = wide_scale_probability
+        self.optics = optics
         self.generators: dict[int, np.random.Generator] = {}
 
     def rng(self) -> np.random.Generator:
@@ -174,8 +176,8 @@ class CropCollator:
         scales = [float(example["cell_scale"]) if self.normalise_cells else 1.0 for example in examples]
         if self.augment:
             rng = self.rng()
-            images = [augment_crop(image, rng, cell_scale=scale, wide_scale_probability=self.wide_scale_probability)
-                      for image, scale in zip(images, scales)]
+            images = [augment_crop(image, rng, cell_scale=scale, wide_scale_probability=self.wide_scale_probability,
+                                   optics=self.optics) for image, scale in zip(images, scales)]
         elif self.normalise_cells:
             images = [rescale_chromosome(image, scale) for image, scale in zip(images, scales)]
         batch = self.processor(images, return_tensors="pt")

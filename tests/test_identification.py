@@ -189,3 +189,26 @@ def test_reimaging_loses_fine_bands_keeps_the_size_and_the_white_background():
     band_contrast = lambda image: np.abs(np.diff(np.asarray(image, np.float64)[16:48, 14:18], axis=0)).mean()
     assert band_contrast(sharp) > 40 and band_contrast(coarse) < 10
     assert coarse[:4].min() > 250 and coarse[16:48, 14:18].mean() < 140  # white background, the ink still there
+
+
+def test_the_training_collator_reimages_crops_as_its_optics_say():
+    """`CropCollator(optics=...)` reaches `augment_crop`: a recipe that re-images every crop at a quarter of the
+    magnification washes out 1-px bands that a recipe which re-images none keeps."""
+    from PIL import Image
+
+    from karyohf.augmentation import Optics
+    from karyohf.models.topvit import TopViTImageProcessor
+    from karyohf.training import CropCollator
+
+    canvas = np.full((64, 32), 255, np.uint8)
+    canvas[8:56, 10:22] = np.where(np.arange(8, 56)[:, None] % 2 == 0, 40, 160)
+    examples = [{"image": Image.fromarray(canvas), "chromosome": 0}] * 8
+    processor = TopViTImageProcessor(size={"height": 199, "width": 99})  # the canvas itself: no resize to blur
+
+    def band_contrast(optics: Optics) -> float:
+        pixels = CropCollator(processor, augment=True, seed=0, optics=optics)(examples)["pixel_values"].numpy()
+        return float(np.abs(np.diff(pixels, axis=2)).mean())
+
+    never = Optics(probability=0.0, sigma=(0.3, 0.3), magnification=(1.0, 1.0))
+    always = Optics(probability=1.0, sigma=(1.0, 1.0), magnification=(0.25, 0.25))
+    assert band_contrast(always) < 0.5 * band_contrast(never)

@@ -1,7 +1,7 @@
 """Train an aberration head from the identity model, score it on held-out cases, save it as a checkpoint.
 
     python train/train_aberration.py --head del5q  --output-dir checkpoints/topvit-del5q
-    python train/train_aberration.py --head t9-22  --output-dir checkpoints/topvit-t9-22
+    python train/train_aberration.py --head t9-22  --optics strong --steps 1200 --output-dir checkpoints/topvit-t9-22
     python train/train_aberration.py --head del5q --scratch --output-dir runs/del5q-scratch   # the comparison
 
 A head's labels are "normal" plus its derivatives; a multi-derivative head (t(9;22): der(9) on chromosome 9 and
@@ -23,6 +23,7 @@ import torch
 from transformers import set_seed
 
 from karyohf.aberrations import SHIPPED_HEADS, aberration_probabilities, head_label_names
+from karyohf.augmentation import OPTICS
 from karyohf.cards import write_model_card
 from karyohf.head_training import (
     FINETUNE_LEARNING_RATE,
@@ -48,6 +49,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--learning-rate", type=float, default=None,
                         help=f"default {FINETUNE_LEARNING_RATE:g} finetuned, {SCRATCH_LEARNING_RATE:g} from scratch")
+    parser.add_argument("--optics", choices=sorted(OPTICS), default="standard",
+                        help="how crops are re-imaged as other microscopes would (karyohf.augmentation.OPTICS)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None)
     return parser.parse_args()
@@ -74,9 +77,10 @@ def main() -> None:
     train, names = head_datasets(pairs, "train", args.data_dir)
     learning_rate = args.learning_rate or (SCRATCH_LEARNING_RATE if args.scratch else FINETUNE_LEARNING_RATE)
     model, processor = aberration_classifier(names, args.identity, pretrained=not args.scratch)
+    optics = OPTICS[args.optics]
     started = time.time()
     model = train_aberration_classifier(model, processor, train.shuffle(seed=args.seed), args.steps, learning_rate,
-                                        args.batch_size, args.seed, log_steps=100)
+                                        args.batch_size, args.seed, log_steps=100, optics=optics)
     minutes = (time.time() - started) / 60
     args.output_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(args.output_dir)
@@ -95,7 +99,7 @@ def main() -> None:
         curves[f"{name} on {target}"] = (is_aberrant, probabilities[:, index])
     plot_aberration_curves(curves, args.output_dir / "pr_roc.png", title=args.output_dir.name)
     metrics = {"head": args.head, "labels": names, "initialised_from": "random" if args.scratch else args.identity,
-               "steps": args.steps, "learning_rate": learning_rate, "training_examples": len(train),
+               "steps": args.steps, "learning_rate": learning_rate, "optics": args.optics, "training_examples": len(train),
                "training_minutes": round(minutes, 1), "device": f"cpu x{torch.get_num_threads()}", "validation": results}
     (args.output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     rows = "\n".join(f"| {name} | {r['chromosome']} | {r['normal']} / {r['aberrant']} | {r['pr_auc']:.3f} | "
@@ -107,7 +111,9 @@ def main() -> None:
         init="random initialisation" if args.scratch else f"`{args.identity}` (backbone; new head)",
         steps=args.steps, batch_size=args.batch_size, learning_rate=f"{learning_rate:g}", minutes=f"{minutes:.0f}",
         training_examples=f"{len(train):,}", results_table=rows, target_status="met" if met else "not met",
-        head=args.head, parameters=f"{model.num_parameters():,}",
+        head=args.head, parameters=f"{model.num_parameters():,}", optics=args.optics,
+        optics_probability=f"{optics.probability:g}", optics_magnification="–".join(f"{m:g}x" for m in optics.magnification),
+        optics_sigma="–".join(f"{s:g}" for s in optics.sigma),
     )
     print(json.dumps(metrics, indent=2))
 

@@ -34,6 +34,7 @@ from transformers import (
 )
 
 import karyohf  # noqa: F401  (registers the Auto classes)
+from karyohf.augmentation import OPTICS
 from karyohf.cards import write_model_card
 from karyohf.crops import REFERENCE_LENGTH
 from karyohf.cytogenetics import CHROMOSOMES
@@ -97,6 +98,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "together to the reference median length (karyohf.crops.REFERENCE_LENGTH)")
     parser.add_argument("--wide-scale-probability", type=float, default=0.25,
                         help="share of training crops drawn at any scale a lone crop may have (augmentation.WIDE_SCALE)")
+    parser.add_argument("--optics", choices=sorted(OPTICS), default="standard",
+                        help="how crops are re-imaged as other microscopes would (karyohf.augmentation.OPTICS)")
     parser.add_argument("--train-crops", type=Path, default=None,
                         help="train on these packed crops (train/pack_training_data.py); skips evaluation, which "
                              "needs the raw data")
@@ -308,7 +311,7 @@ def train(args):
     model, processor = build_model(args)
     variant = getattr(model.config, "attention_type", args.variant)
     train_collator = CropCollator(processor, augment=True, seed=args.seed, normalise_cells=not args.native_scale,
-                                  wide_scale_probability=args.wide_scale_probability)
+                                  wide_scale_probability=args.wide_scale_probability, optics=OPTICS[args.optics])
     steps = args.max_steps or max(50, int(args.minutes * 60 / seconds_per_step(model, train_collator, train_crops, args.batch_size, args.workers)))
     print(f"{model.num_parameters():,} parameters; {len(train_crops):,} training crops; {steps} steps")
 
@@ -350,6 +353,7 @@ def train(args):
         batch_size=args.batch_size,
         cell_normalised=not args.native_scale,
         wide_scale_probability=args.wide_scale_probability,
+        optics=args.optics,
         device=torch.cuda.get_device_name() if on_gpu else f"cpu x{torch.get_num_threads()}",
         log=trainer.state.log_history,
     )
