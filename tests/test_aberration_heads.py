@@ -326,3 +326,15 @@ def test_a_cell_scores_either_derivative_of_a_translocation_and_its_best_chromos
     assert scores == pytest.approx({"t(9;22)": 0.9, "del(5q)": 0.2})
     assert cell_aberration_scores({"der(9)t(9;22)": [0.5], "der(22)t(9;22)": [0.5]})["t(9;22)"] == pytest.approx(0.75)
     assert cell_aberration_scores({"der(9)t(9;22)": [None], "der(22)t(9;22)": []})["t(9;22)"] == 0.0
+
+
+def test_calibration_names_the_heads_it_has_when_asked_for_one_it_has_not(monkeypatch, tmp_path, capsys):
+    calibration = _calibration(monkeypatch)
+    cache = tmp_path / "cells.jsonl"
+    cache.write_text("")
+    monkeypatch.setattr("sys.argv", ["calibrate_specimen_calls.py", "--cells-cache", str(cache),
+                                     "--heads", "topvit-inv3"])
+    with pytest.raises(SystemExit):
+        calibration.main()
+    message = capsys.readouterr().err
+    assert "no such head" in message and "topvit-inv3" in message and "topvit-t9-22" in message

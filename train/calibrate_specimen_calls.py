@@ -1,6 +1,7 @@
 """Choose each aberration head's cell-level operating point on real normal validation metaphases, for specimens.
 
     python train/calibrate_specimen_calls.py [--cells-cache /tmp/karyohf-cells.jsonl] [--false-call-rate 0.005]
+    python train/calibrate_specimen_calls.py --heads topvit-t9-22     # only the head that changed
 
 The heads flag 1-3% of real normal 5s, 9s and 22s; a 20-cell specimen has 40 homologs of each, so at a per-chromosome
 operating point two cells cross the clone rule by chance in many normal specimens. Here the cell score of every
@@ -79,12 +80,18 @@ def main() -> None:
     parser.add_argument("--false-call-rate", type=float, default=0.005,
                         help="largest chance that a normal 20-cell specimen gets this aberration called")
     parser.add_argument("--checkpoints", default=None)
+    parser.add_argument("--heads", nargs="+", default=None,
+                        help="checkpoint folder names of the heads to recalibrate (default: every head)")
     args = parser.parse_args()
     records = read_cache(args.cells_cache)
     normal = [r for r in records if r["split"] == "validation" and r["status"] == "normal" and
               r["quality"] == "analysable"]
     root = resolve_checkpoints(args.checkpoints)
-    for head in KaryotypePipeline.from_pretrained(root).heads:
+    heads = KaryotypePipeline.from_pretrained(root).heads
+    unknown = set(args.heads or ()) - {head.name for head in heads}
+    if unknown:
+        parser.error(f"no such head in {root}: {', '.join(sorted(unknown))} (have {', '.join(h.name for h in heads)})")
+    for head in heads if args.heads is None else [h for h in heads if h.name in args.heads]:
         point = {"cell_threshold": {}, "chosen_on": {}}
         for key in head.aberrations:
             scores = np.asarray([r["aberration_scores"][key] for r in normal])
