@@ -1,7 +1,7 @@
 """Train an aberration head from the identity model, score it on held-out cases, save it as a checkpoint.
 
     python train/train_aberration.py --head del5q  --output-dir checkpoints/topvit-del5q
-    python train/train_aberration.py --head t9-22  --optics strong --steps 1200 --output-dir checkpoints/topvit-t9-22
+    python train/train_aberration.py --head t9-22  --output-dir checkpoints/topvit-t9-22
     python train/train_aberration.py --head del5q --scratch --output-dir runs/del5q-scratch   # the comparison
 
 A head's labels are "normal" plus its derivatives; a multi-derivative head (t(9;22): der(9) on chromosome 9 and
