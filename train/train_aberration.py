@@ -99,7 +99,8 @@ def main() -> None:
         curves[f"{name} on {target}"] = (is_aberrant, probabilities[:, index])
     plot_aberration_curves(curves, args.output_dir / "pr_roc.png", title=args.output_dir.name)
     metrics = {"head": args.head, "labels": names, "initialised_from": "random" if args.scratch else args.identity,
-               "steps": args.steps, "learning_rate": learning_rate, "optics": args.optics, "training_examples": len(train),
+               "steps": args.steps, "learning_rate": learning_rate, "optics": args.optics,
+               "training_examples": len(train),
                "training_minutes": round(minutes, 1), "device": f"cpu x{torch.get_num_threads()}", "validation": results}
     (args.output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     rows = "\n".join(f"| {name} | {r['chromosome']} | {r['normal']} / {r['aberrant']} | {r['pr_auc']:.3f} | "
@@ -112,7 +113,8 @@ def main() -> None:
         steps=args.steps, batch_size=args.batch_size, learning_rate=f"{learning_rate:g}", minutes=f"{minutes:.0f}",
         training_examples=f"{len(train):,}", results_table=rows, target_status="met" if met else "not met",
         head=args.head, parameters=f"{model.num_parameters():,}", optics=args.optics,
-        optics_probability=f"{optics.probability:g}", optics_magnification="–".join(f"{m:g}x" for m in optics.magnification),
+        optics_probability=f"{optics.probability:g}",
+        optics_magnification="–".join(f"{m:g}x" for m in optics.magnification),
         optics_sigma="–".join(f"{s:g}" for s in optics.sigma),
     )
     print(json.dumps(metrics, indent=2))
