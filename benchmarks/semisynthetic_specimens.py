@@ -13,8 +13,8 @@ reports it. Pasted derivatives are a proxy for real aberrant chromosomes: no rea
 
 Writes benchmarks/results/semisynthetic_specimens.json: per aberration, PR-AUC over all fractions (the paper's
 Table 1: 0.938 del(5q), 0.944 t(9;22)) and per fraction, and the sensitivity (clone called) at the operating point.
-The normal specimens are made of the cells that chose the operating point, so their false-call rate is in-sample;
-the leave-one-specimen-out rate of `train/calibrate_specimen_calls.py` is reported beside it.
+The normal specimens are made of cells that helped choose the operating point, so their false-call rate is
+in-sample; the leave-one-specimen-out rate of `train/calibrate_specimen_calls.py` is reported beside it.
 """
 
 import argparse
@@ -183,13 +183,14 @@ def main() -> None:
     pipe_heads = KaryotypePipeline.from_pretrained().heads
     thresholds = {key: head.cell_thresholds[key] for head in pipe_heads for key in head.aberrations}
     result = evaluate(records, normal_cells, thresholds, args.draws)
-    # The negatives above chose the threshold (train/calibrate_specimen_calls.py); its leave-one-specimen-out
-    # figure is the honest false-call rate.
+    # The negatives above helped choose the threshold (train/calibrate_specimen_calls.py); its leave-one-specimen-out
+    # figure for the analysable cells that specimens are made of is the honest false-call rate.
     for head in pipe_heads:
         point = resolve_checkpoints(None) / head.name / OPERATING_POINT_FILE
         chosen = json.loads(point.read_text())["chosen_on"] if point.is_file() else {}
         for key in head.aberrations:
-            held_out = chosen.get(key, {}).get("20-cell specimen false-call probability, leave one specimen out")
+            held_out = chosen.get(key, {}).get(
+                "20-cell specimen false-call probability of analysable cells, leave one specimen out")
             result[key]["normal specimens with a structural call, leave one specimen out"] = held_out
     args.output.write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))

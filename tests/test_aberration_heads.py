@@ -307,14 +307,31 @@ def test_tied_normal_scores_are_called_together_or_not_at_all(monkeypatch):
         calibration.chosen_threshold(np.zeros(0), 0.005)
 
 
-def test_the_left_out_rate_scores_each_specimen_under_a_threshold_chosen_without_it(monkeypatch):
+def test_leaving_a_specimen_out_scores_its_cells_under_a_threshold_chosen_without_it(monkeypatch):
     calibration = _calibration(monkeypatch)
     # Specimen "a" holds both high normal cells: chosen with it, the threshold calls one of them; chosen without
     # it, the threshold falls to the rest's top and calls both. That is the false-call rate a new specimen meets.
     scores = np.asarray([0.1] * 248 + [0.95, 0.97, 0.5])
     specimens = np.asarray([f"s{i // 2}" for i in range(248)] + ["a", "a", "b"])
     assert calibration.chosen_threshold(scores, 0.005)[1] == pytest.approx(1 / 251)
-    assert calibration.left_out_rate(scores, specimens, 0.005) == pytest.approx(2 / 251)
+    called = calibration.left_out_calls(scores, specimens, 0.005)
+    assert called.tolist() == [False] * 248 + [True, True, False]
+    with pytest.raises(ValueError, match="two specimens"):
+        calibration.left_out_calls(scores, np.asarray(["a"] * len(scores)), 0.005)
+
+
+def test_the_cells_that_choose_a_point_are_those_known_free_of_its_aberration(monkeypatch):
+    calibration = _calibration(monkeypatch)
+
+    def cell(status, pairs=""):
+        return {"status": status, "abnormal_pairs": pairs}
+
+    t9_22 = {"9", "22"}
+    assert calibration.free_of(cell("normal"), t9_22) and calibration.free_of(cell("numerical", "9"), t9_22)
+    assert calibration.free_of(cell("structural", "3,15"), t9_22)
+    assert not calibration.free_of(cell("structural", "9"), t9_22)
+    assert not calibration.free_of(cell("structural", "11, 22"), t9_22)
+    assert calibration.free_of(cell("structural", "11, 22"), {"5"})
 
 
 def test_a_cell_scores_either_derivative_of_a_translocation_and_its_best_chromosome():
