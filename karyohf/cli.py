@@ -1,6 +1,8 @@
 """`karyohf` command line; every command goes through `KaryotypePipeline`.
 
     karyohf predict PATH... --out DIR   a specimen's metaphases (files, folders, globs) -> its karyotype and a report
+    karyohf calibrate PATH... --out DIR your lab's normal metaphases -> a copy of the checkpoints whose heads call
+                                        cells at operating points chosen on them
     karyohf demo                        one held-out real metaphase of the shared data through the pipeline
     karyohf push CHECKPOINT --repo-id ORG/NAME            a checkpoint folder, with its card, to the Hub
     karyohf push checkpoints --bundle --repo-id ORG/NAME  every checkpoint as one repository (the pipeline's layout)
@@ -116,6 +118,67 @@ def predict(args: argparse.Namespace) -> int:
     return 0 if specimen.cells else 1
 
 
+def calibrate(args: argparse.Namespace) -> int:
+    """Choose the aberration heads' operating points on your lab's own normal metaphases (one folder per specimen)."""
+    import shutil
+
+    import numpy as np
+    from tqdm import tqdm
+
+    from .aberrations import OPERATING_POINT_FILE
+    from .aberrations.calibration import chosen_threshold, fewest_cells, left_out_calls, specimen_probability
+    from .pipeline import KaryotypePipeline
+
+    checkpoints = checkpoints_folder(args)
+    if checkpoints is None:
+        return 2
+    output = Path(args.out)
+    if output.resolve() == checkpoints.resolve():
+        print(f"karyohf calibrate: --out {output} is the checkpoints folder itself; name another folder for the "
+              "calibrated copy", file=sys.stderr)
+        return 2
+    files, errors = expand_inputs(args.paths)
+    names = unique_names(files)
+    pipe = KaryotypePipeline.from_pretrained(checkpoints)
+    if not pipe.heads:
+        print(f"karyohf calibrate: {checkpoints} holds no aberration head to calibrate", file=sys.stderr)
+        return 2
+    with tqdm(total=len(files), unit="metaphase", disable=args.quiet) as bar:
+        specimen = pipe(files, progress=lambda done, total, name: bar.update(1), names=names)
+    for error in errors + specimen.errors:
+        print(f"skipped {error['error']}", file=sys.stderr)
+    if not specimen.cells:
+        print("karyohf calibrate: no metaphase could be analysed; nothing was written", file=sys.stderr)
+        return 1
+    folder_of = {name: str(path.parent) for name, path in zip(names, files)}
+    specimens = np.asarray([folder_of[cell.name] for cell in specimen.cells])
+    shutil.copytree(checkpoints, output, dirs_exist_ok=True)
+    if len(specimen.cells) < fewest_cells(args.false_call_rate):
+        print(f"warning: {len(specimen.cells)} metaphases leave no cell that may be called at a specimen false-call "
+              f"rate of {args.false_call_rate}: each threshold sits above every normal cell's score; "
+              f"{fewest_cells(args.false_call_rate)} or more let it sit where the normal cells end", file=sys.stderr)
+    for head in pipe.heads:
+        point = {"cell_threshold": {}, "chosen_on": {}}
+        for key in head.aberrations:
+            scores = np.asarray([cell.aberration_scores[key] for cell in specimen.cells])
+            threshold, rate, probability = chosen_threshold(scores, args.false_call_rate)
+            chosen = {"your normal metaphases": len(scores), "specimens (folders)": len(set(specimens)),
+                      "cells called": int(np.sum(scores >= threshold)), "per-cell false-call rate": rate,
+                      "20-cell specimen false-call probability": probability}
+            if len(set(specimens)) > 1:
+                held_out = float(left_out_calls(scores, specimens, args.false_call_rate).mean())
+                chosen["per-cell false-call rate, leave one specimen out"] = held_out
+                chosen["20-cell specimen false-call probability, leave one specimen out"] = \
+                    specimen_probability(held_out)
+            point["cell_threshold"][key] = threshold
+            point["chosen_on"][key] = chosen | {"target": args.false_call_rate, "command": "karyohf calibrate"}
+            print(f"{head.name} {key}: cell threshold {threshold:.4f} (was {head.cell_thresholds[key]:.4f}), "
+                  f"{chosen['cells called']} of {len(scores)} normal metaphases called")
+        (output / head.name / OPERATING_POINT_FILE).write_text(json.dumps(point, indent=2) + "\n")
+    print(f"calibrated checkpoints written to {output}: karyohf predict ... --checkpoints {output}")
+    return 0
+
+
 def demo(args: argparse.Namespace) -> int:
     """One held-out real metaphase (validation split of the shared data) through the pipeline."""
     from .data import load_metaphases, split_metaphases
@@ -182,6 +245,13 @@ def main(argv: list[str] | None = None) -> int:
     predict_parser.add_argument("--no-shard", dest="shard", action="store_false",
                                 help="do not split the inputs across accelerate's processes")
     predict_parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    calibrate_parser = commands.add_parser("calibrate", parents=[common], help=calibrate.__doc__.splitlines()[0])
+    calibrate_parser.add_argument("paths", nargs="+", help="normal metaphases of your lab (files, folders or globs); "
+                                                           "each image's folder is taken as its specimen")
+    calibrate_parser.add_argument("--out", required=True, help="folder for the calibrated copy of the checkpoints")
+    calibrate_parser.add_argument("--false-call-rate", type=float, default=0.005,
+                                  help="largest chance that a normal 20-cell specimen gets each aberration called")
+    calibrate_parser.add_argument("--quiet", action="store_true", help="no progress bar")
     demo_parser = commands.add_parser("demo", parents=[common], help=demo.__doc__.splitlines()[0])
     demo_parser.add_argument("--image-id", help="a validation metaphase id (default: the first)")
     demo_parser.add_argument("--out", default="demo_output")
@@ -197,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     push_parser.add_argument("--keep-remote-files", action="store_true",
                              help="keep files on the Hub that the folder does not have (default: delete them)")
     args = parser.parse_args(argv)
-    return {"demo": demo, "predict": predict, "push": push}[args.command](args)
+    return {"calibrate": calibrate, "demo": demo, "predict": predict, "push": push}[args.command](args)
 
 
 if __name__ == "__main__":

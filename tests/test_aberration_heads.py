@@ -277,9 +277,10 @@ def _calibration(monkeypatch):
     return calibrate_specimen_calls
 
 
-def test_the_operating_point_calls_as_many_normal_cells_as_the_specimen_rate_allows_and_sits_mid_gap(monkeypatch):
-    calibration = _calibration(monkeypatch)
+def test_the_operating_point_calls_as_many_normal_cells_as_the_specimen_rate_allows_and_sits_mid_gap():
     from scipy.stats import binom
+
+    from karyohf.aberrations import calibration
 
     scores = np.linspace(0.01, 0.5, 248).tolist() + [0.6, 0.9, 0.99]  # 251 normal cells, three high ones
     threshold, rate, specimen = calibration.chosen_threshold(np.asarray(scores), false_call_rate=0.005)
@@ -294,8 +295,9 @@ def test_the_operating_point_calls_as_many_normal_cells_as_the_specimen_rate_all
     assert strict > 0.99 and strict_rate == 0.0
 
 
-def test_tied_normal_scores_are_called_together_or_not_at_all(monkeypatch):
-    calibration = _calibration(monkeypatch)
+def test_tied_normal_scores_are_called_together_or_not_at_all():
+    from karyohf.aberrations import calibration
+
     scores = np.asarray([0.1] * 249 + [0.95, 0.95])  # the one allowed call cannot be split from its twin
     threshold, rate, _ = calibration.chosen_threshold(scores, 0.005)
     assert threshold > 0.95 and rate == 0.0
@@ -305,10 +307,17 @@ def test_tied_normal_scores_are_called_together_or_not_at_all(monkeypatch):
     assert np.sum(saturated >= threshold) == round(rate * len(saturated)) == 1
     with pytest.raises(ValueError, match="no normal cell"):
         calibration.chosen_threshold(np.zeros(0), 0.005)
+    # Fewer cells than `fewest_cells` leave no call: the threshold sits above the highest score.
+    n = calibration.fewest_cells(0.005)
+    assert calibration.specimen_probability(1 / n) <= 0.005 < calibration.specimen_probability(1 / (n - 1))
+    few = np.linspace(0.1, 0.9, n - 1)
+    assert calibration.chosen_threshold(few, 0.005)[0] > 0.9
+    assert calibration.chosen_threshold(np.linspace(0.1, 0.9, n), 0.005)[1] == pytest.approx(1 / n)
 
 
-def test_leaving_a_specimen_out_scores_its_cells_under_a_threshold_chosen_without_it(monkeypatch):
-    calibration = _calibration(monkeypatch)
+def test_leaving_a_specimen_out_scores_its_cells_under_a_threshold_chosen_without_it():
+    from karyohf.aberrations import calibration
+
     # Specimen "a" holds both high normal cells: chosen with it, the threshold calls one of them; chosen without
     # it, the threshold falls to the rest's top and calls both. That is the false-call rate a new specimen meets.
     scores = np.asarray([0.1] * 248 + [0.95, 0.97, 0.5])

@@ -391,6 +391,38 @@ def test_predict_end_to_end_skips_a_bad_file(checkpoints, tmp_path, capsys):
     assert "skipped" in capsys.readouterr().err
 
 
+def test_calibrate_writes_a_copy_whose_heads_call_at_points_chosen_on_the_labs_normal_cells(checkpoints, tmp_path,
+                                                                                             capsys):
+    from karyohf.aberrations.calibration import chosen_threshold, left_out_calls
+
+    lab = tmp_path / "lab"
+    for k in range(4):  # two specimens, one folder each, and a file that cannot be read
+        (lab / f"S{k % 2}").mkdir(parents=True, exist_ok=True)
+        synthetic_metaphase(46, seed=k)[0].save(lab / f"S{k % 2}" / f"m{k}.png")
+    (lab / "S0" / "broken.png").write_bytes(b"not a png")
+    before = {p.name: (p / "operating_point.json").exists() for p in checkpoints.iterdir()}
+    out = tmp_path / "calibrated"
+    assert main(["calibrate", str(lab), "--out", str(out), "--checkpoints", str(checkpoints), "--quiet"]) == 0
+    printed = capsys.readouterr()
+    assert "broken.png" in printed.err and "no cell that may be called" in printed.err  # 4 cells are too few
+    assert {p.name: (p / "operating_point.json").exists() for p in checkpoints.iterdir()} == before  # untouched
+    # The copy's heads call at the rule's threshold on these very cells, as the pipeline scores them.
+    cells = KaryotypePipeline.from_pretrained(checkpoints)(sorted(lab.rglob("m*.png"))).cells
+    calibrated = KaryotypePipeline.from_pretrained(out)
+    assert [head.name for head in calibrated.heads] == ["topvit-del5q", "topvit-t9-22"]
+    for head in calibrated.heads:
+        for key in head.aberrations:
+            scores = np.asarray([cell.aberration_scores[key] for cell in cells])
+            assert head.cell_thresholds[key] == pytest.approx(chosen_threshold(scores, 0.005)[0])
+            chosen = json.loads((out / head.name / "operating_point.json").read_text())["chosen_on"][key]
+            assert chosen["your normal metaphases"] == 4 and chosen["specimens (folders)"] == 2
+            assert chosen["per-cell false-call rate, leave one specimen out"] == pytest.approx(
+                left_out_calls(scores, np.asarray(["S0", "S0", "S1", "S1"]), 0.005).mean())
+    # Calibrating in place would overwrite the shipped points: refused.
+    assert main(["calibrate", str(lab), "--out", str(checkpoints), "--checkpoints", str(checkpoints)]) == 2
+    assert "is the checkpoints folder itself" in capsys.readouterr().err
+
+
 def test_predict_fails_only_when_nothing_could_be_read(checkpoints, tmp_path):
     (tmp_path / "bad.jpg").write_bytes(b"nothing")
     assert main(["predict", str(tmp_path / "bad.jpg"), str(tmp_path / "missing*.png"), "--out", str(tmp_path / "o"),

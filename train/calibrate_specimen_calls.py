@@ -3,24 +3,19 @@
     python train/calibrate_specimen_calls.py [--cells-cache /tmp/karyohf-cells.jsonl] [--false-call-rate 0.005]
     python train/calibrate_specimen_calls.py --heads topvit-t9-22     # only the head that changed
 
-The heads flag 1-3% of real normal 5s, 9s and 22s; a 20-cell specimen has 40 homologs of each, so at a per-chromosome
-operating point two cells cross the clone rule by chance in many normal specimens. Here the cell score (the
-pipeline's `aberration_scores`, from `benchmarks/cell_calls.py`'s cache) of every validation metaphase known to lack
-the aberration gives the per-cell false-call rate: the normal ones, the numerical ones (whole-chromosome changes) and
-the structural ones whose abnormal pairs are not the head's chromosomes, whatever the pipeline's verdict on the cell.
-Cells set aside as crowded or for a recount do not enter a specimen's calls, but their chromosomes are the same kind of
-normal 5s, 9s and 22s, cut from more crowded spreads: they are harder negatives, not other ones, and with them about
-380 cells rather than about 220 choose the point, which otherwise rests on whichever one or two analysable cells
-the overlap-cluster rule happens to keep. The most cells m that may be called is the largest for which a 20-cell
-specimen has two or more called cells with probability <= `--false-call-rate` (binomial in m/n), and the threshold
-sits midway, on the logit scale, between the m-th highest score (called) and the next (not called). Any threshold in
-that gap calls the same cells; its top end (the highest score, as before) throws away the aberrant cells in the gap,
-which is where many synthesized derivatives score. With two aberrations at 0.5% each, >= 99% of normal specimens get
-no structural call. Because the same cells choose the threshold and would measure it, each specimen is also scored
-under the threshold chosen without it (leave one specimen out): that per-cell rate, over all these cells and over the
-analysable ones that specimens are made of, and the specimen false-call probability it implies, are the honest
-figures, written beside the threshold into `operating_point.json` in each head's checkpoint folder
-(`AberrationHead` reads it).
+The rule is `karyohf.aberrations.calibration.chosen_threshold` (as many cells called as keep a normal 20-cell
+specimen's chance of a 2-cell clone <= `--false-call-rate`, the threshold mid-gap on the logit scale). Its cells are
+the pipeline's scores (`aberration_scores`, from `benchmarks/cell_calls.py`'s cache) of every validation metaphase
+known to lack the aberration: the normal ones, the numerical ones (whole-chromosome changes) and the structural ones
+whose abnormal pairs are not the head's chromosomes, whatever the pipeline's verdict on the cell. Cells set aside as
+crowded or for a recount do not enter a specimen's calls, but their chromosomes are the same kind of normal 5s, 9s
+and 22s, cut from more crowded spreads: they are harder negatives, not other ones, and with them about 380 cells
+rather than about 220 choose the point, which otherwise rests on whichever one or two analysable cells the
+overlap-cluster rule happens to keep. With two aberrations at 0.5% each, >= 99% of normal specimens get no structural
+call. Each specimen is also scored under the threshold chosen without it (`left_out_calls`): that per-cell rate, over
+all these cells and over the analysable ones that specimens are made of, and the specimen false-call probability it
+implies, are the honest figures, written beside the threshold into `operating_point.json` in each head's checkpoint
+folder (`AberrationHead` reads it).
 """
 
 import argparse
@@ -29,57 +24,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import binom
 
 from karyohf.aberrations import OPERATING_POINT_FILE
+from karyohf.aberrations.calibration import chosen_threshold, left_out_calls, specimen_probability
 from karyohf.pipeline import KaryotypePipeline, resolve_checkpoints
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from cell_calls import read_cache  # noqa: E402  (the cache's reader, with the pipeline's quality rules)
-
-CELLS = 20
-CLONE = 2
-
-
-def specimen_probability(rate: float) -> float:
-    """P(a 20-cell specimen has >= 2 cells called) at a per-cell false-call rate."""
-    return float(binom.sf(CLONE - 1, CELLS, rate))
-
-
-def logit(p: np.ndarray | float) -> np.ndarray:
-    p = np.clip(np.asarray(p, np.float64), 1e-15, 1 - 1e-15)
-    return np.log(p / (1 - p))
-
-
-def chosen_threshold(scores: np.ndarray, false_call_rate: float) -> tuple[float, float, float]:
-    """(threshold, per-cell rate, specimen false-call probability) of the rule in the module docstring; a cell is
-    called when its score is >= the threshold."""
-    ranked = np.sort(np.asarray(scores, np.float64))[::-1]
-    n, called = len(ranked), 0
-    if n == 0:
-        raise ValueError("no normal cell scores to choose an operating point on")
-    while called < n and specimen_probability((called + 1) / n) <= false_call_rate:
-        called += 1
-    while 0 < called < n and ranked[called - 1] <= ranked[called]:  # tied scores are called together or not at all
-        called -= 1
-    upper = ranked[called - 1] if called else 1.0
-    lower = ranked[called] if called < n else 0.0
-    threshold = float(1 / (1 + np.exp(-(logit(lower) + logit(upper)) / 2)))
-    if not lower < threshold <= upper:  # scores too close to 0 or 1 for the logit: just above the one not called
-        threshold = float(np.nextafter(lower, np.inf))
-    rate = called / n
-    return threshold, rate, specimen_probability(rate)
-
-
-def left_out_calls(scores: np.ndarray, specimens: np.ndarray, false_call_rate: float) -> np.ndarray:
-    """Which cells reach the threshold chosen without their own specimen."""
-    if len(np.unique(specimens)) < 2:
-        raise ValueError("leaving one specimen out needs cells of at least two specimens")
-    called = np.zeros(len(scores), bool)
-    for specimen in np.unique(specimens):
-        own = specimens == specimen
-        called[own] = scores[own] >= chosen_threshold(scores[~own], false_call_rate)[0]
-    return called
 
 
 def free_of(record: dict, chromosomes: set[str]) -> bool:

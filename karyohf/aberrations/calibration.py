@@ -1,0 +1,72 @@
+"""Where a head calls a cell: its operating point, chosen on cells known to lack the aberration.
+
+A specimen's structural call needs a 2-cell clone, and a 20-cell specimen has 40 homologs of each screened chromosome,
+so a threshold set per chromosome lets two normal cells cross the clone rule by chance in many normal specimens.
+`chosen_threshold` sets it for the specimen instead: the most cells m that may be called is the largest for which a
+20-cell specimen has two or more called cells with probability <= the false-call rate (binomial in m/n), and the
+threshold sits midway, on the logit scale, between the m-th highest score (called) and the next (not called). Any
+threshold in that gap calls the same cells; its top end (the highest score) would throw away the aberrant cells in
+the gap, which is where many score. Because the same cells choose the threshold and would measure it,
+`left_out_calls` scores each specimen under the threshold chosen without it: the honest false-call rate.
+
+`train/calibrate_specimen_calls.py` chooses the shipped points on this project's validation metaphases;
+`karyohf calibrate` chooses a lab's own on its normal metaphases. Both write `operating_point.json`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import binom
+
+SPECIMEN_CELLS = 20
+CLONE_CELLS = 2
+
+
+def specimen_probability(rate: float) -> float:
+    """P(a 20-cell specimen has >= 2 cells called) at a per-cell false-call rate."""
+    return float(binom.sf(CLONE_CELLS - 1, SPECIMEN_CELLS, rate))
+
+
+def fewest_cells(false_call_rate: float) -> int:
+    """The fewest cells on which one may be called at `false_call_rate`: with fewer, the threshold sits above them all."""
+    n = 1
+    while specimen_probability(1 / n) > false_call_rate:
+        n += 1
+    return n
+
+
+def logit(p: np.ndarray | float) -> np.ndarray:
+    p = np.clip(np.asarray(p, np.float64), 1e-15, 1 - 1e-15)
+    return np.log(p / (1 - p))
+
+
+def chosen_threshold(scores: np.ndarray, false_call_rate: float) -> tuple[float, float, float]:
+    """(threshold, per-cell rate, specimen false-call probability) of the rule in the module docstring, from the cell
+    scores of cells known to lack the aberration; a cell is called when its score is >= the threshold."""
+    ranked = np.sort(np.asarray(scores, np.float64))[::-1]
+    n, called = len(ranked), 0
+    if n == 0:
+        raise ValueError("no normal cell scores to choose an operating point on")
+    while called < n and specimen_probability((called + 1) / n) <= false_call_rate:
+        called += 1
+    while 0 < called < n and ranked[called - 1] <= ranked[called]:  # tied scores are called together or not at all
+        called -= 1
+    upper = ranked[called - 1] if called else 1.0
+    lower = ranked[called] if called < n else 0.0
+    threshold = float(1 / (1 + np.exp(-(logit(lower) + logit(upper)) / 2)))
+    if not lower < threshold <= upper:  # scores too close to 0 or 1 for the logit: just above the one not called
+        threshold = float(np.nextafter(lower, np.inf))
+    rate = called / n
+    return threshold, rate, specimen_probability(rate)
+
+
+def left_out_calls(scores: np.ndarray, specimens: np.ndarray, false_call_rate: float) -> np.ndarray:
+    """Which cells reach the threshold chosen without their own specimen."""
+    scores, specimens = np.asarray(scores, np.float64), np.asarray(specimens)
+    if len(np.unique(specimens)) < 2:
+        raise ValueError("leaving one specimen out needs cells of at least two specimens")
+    called = np.zeros(len(scores), bool)
+    for specimen in np.unique(specimens):
+        own = specimens == specimen
+        called[own] = scores[own] >= chosen_threshold(scores[~own], false_call_rate)[0]
+    return called
