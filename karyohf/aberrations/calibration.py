@@ -18,17 +18,19 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import binom
 
+from ..karyotype.specimen import CLONE_CELLS
+
+# The metaphases a specimen's analysis counts (ISCN; `karyohf.pipeline.MINIMUM_CELLS`, which imports this package).
 SPECIMEN_CELLS = 20
-CLONE_CELLS = 2
 
 
 def specimen_probability(rate: float) -> float:
-    """P(a 20-cell specimen has >= 2 cells called) at a per-cell false-call rate."""
-    return float(binom.sf(CLONE_CELLS - 1, SPECIMEN_CELLS, rate))
+    """P(a 20-cell specimen has a structural clone's worth of called cells) at a per-cell false-call rate."""
+    return float(binom.sf(CLONE_CELLS["structural"] - 1, SPECIMEN_CELLS, rate))
 
 
 def fewest_cells(false_call_rate: float) -> int:
-    """The fewest cells on which one may be called at `false_call_rate`: with fewer, the threshold sits above them all."""
+    """The fewest cells of which one may be called at `false_call_rate`; with fewer, the threshold sits above all."""
     n = 1
     while specimen_probability(1 / n) > false_call_rate:
         n += 1

@@ -42,8 +42,8 @@ def aberration_probabilities(model, processor, images, cell_scales=None, batch_s
     return np.concatenate(out)
 
 
-# Where a head's cell-level calls are made: chosen on real normal validation metaphases by
-# train/calibrate_specimen_calls.py, which writes this file into the head's folder.
+# Where a head's cell-level calls are made (`karyohf.aberrations.calibration`): chosen on validation metaphases free of
+# the aberration by train/calibrate_specimen_calls.py, or on a lab's own by `karyohf calibrate`, into the head's folder.
 OPERATING_POINT_FILE = "operating_point.json"
 DEFAULT_CELL_THRESHOLD = 0.5
 
