@@ -122,11 +122,10 @@ def calibrate(args: argparse.Namespace) -> int:
     """Choose the aberration heads' operating points on your lab's own normal metaphases (one folder per specimen)."""
     import shutil
 
-    import numpy as np
     from tqdm import tqdm
 
     from .aberrations import OPERATING_POINT_FILE
-    from .aberrations.calibration import chosen_threshold, fewest_cells, left_out_calls, specimen_probability
+    from .aberrations.calibration import fewest_cells, operating_point
     from .pipeline import KaryotypePipeline
 
     checkpoints = checkpoints_folder(args)
@@ -151,7 +150,7 @@ def calibrate(args: argparse.Namespace) -> int:
         print("karyohf calibrate: no metaphase could be analysed; nothing was written", file=sys.stderr)
         return 1
     folder_of = {name: str(path.parent) for name, path in zip(names, files)}
-    specimens = np.asarray([folder_of[cell.name] for cell in specimen.cells])
+    specimens = [folder_of[cell.name] for cell in specimen.cells]
     shutil.copytree(checkpoints, output, dirs_exist_ok=True)
     if len(specimen.cells) < fewest_cells(args.false_call_rate):
         print(f"warning: {len(specimen.cells)} metaphases leave no cell that may be called at a specimen false-call "
@@ -160,20 +159,13 @@ def calibrate(args: argparse.Namespace) -> int:
     for head in pipe.heads:
         point = {"cell_threshold": {}, "chosen_on": {}}
         for key in head.aberrations:
-            scores = np.asarray([cell.aberration_scores[key] for cell in specimen.cells])
-            threshold, rate, probability = chosen_threshold(scores, args.false_call_rate)
-            chosen = {"your normal metaphases": len(scores), "specimens (folders)": len(set(specimens)),
-                      "cells called": int(np.sum(scores >= threshold)), "per-cell false-call rate": rate,
-                      "20-cell specimen false-call probability": probability}
-            if len(set(specimens)) > 1:
-                held_out = float(left_out_calls(scores, specimens, args.false_call_rate).mean())
-                chosen["per-cell false-call rate, leave one specimen out"] = held_out
-                chosen["20-cell specimen false-call probability, leave one specimen out"] = \
-                    specimen_probability(held_out)
+            threshold, chosen = operating_point([cell.aberration_scores[key] for cell in specimen.cells], specimens,
+                                                args.false_call_rate)
             point["cell_threshold"][key] = threshold
-            point["chosen_on"][key] = chosen | {"target": args.false_call_rate, "command": "karyohf calibrate"}
+            point["chosen_on"][key] = ({"cells chosen on": "your normal metaphases, each folder a specimen"}
+                                       | chosen | {"command": "karyohf calibrate"})
             print(f"{head.name} {key}: cell threshold {threshold:.4f} (was {head.cell_thresholds[key]:.4f}), "
-                  f"{chosen['cells called']} of {len(scores)} normal metaphases called")
+                  f"{chosen['cells called']} of {chosen['cells']} normal metaphases called")
         (output / head.name / OPERATING_POINT_FILE).write_text(json.dumps(point, indent=2) + "\n")
     print(f"calibrated checkpoints written to {output}: karyohf predict ... --checkpoints {output}")
     return 0

@@ -327,6 +327,14 @@ def test_leaving_a_specimen_out_scores_its_cells_under_a_threshold_chosen_withou
     assert called.tolist() == [False] * 248 + [True, True, False]
     with pytest.raises(ValueError, match="two specimens"):
         calibration.left_out_calls(scores, np.asarray(["a"] * len(scores)), 0.005)
+    # What operating_point.json records: the same threshold, and the left-out rate over all and analysable cells.
+    analysable = np.asarray([True] * 248 + [False, True, True])
+    threshold, chosen = calibration.operating_point(scores, specimens, 0.005, analysable=analysable)
+    assert threshold == calibration.chosen_threshold(scores, 0.005)[0] and chosen["cells called"] == 1
+    assert chosen["per-cell false-call rate, leave one specimen out"] == pytest.approx(2 / 251)
+    assert chosen["per-cell false-call rate of analysable cells, leave one specimen out"] == pytest.approx(1 / 250)
+    assert "per-cell false-call rate, leave one specimen out" not in calibration.operating_point(
+        scores, ["a"] * len(scores), 0.005)[1]
 
 
 def test_the_cells_that_choose_a_point_are_those_known_free_of_its_aberration(monkeypatch):

@@ -415,7 +415,7 @@ def test_calibrate_writes_a_copy_whose_heads_call_at_points_chosen_on_the_labs_n
             scores = np.asarray([cell.aberration_scores[key] for cell in cells])
             assert head.cell_thresholds[key] == pytest.approx(chosen_threshold(scores, 0.005)[0])
             chosen = json.loads((out / head.name / "operating_point.json").read_text())["chosen_on"][key]
-            assert chosen["your normal metaphases"] == 4 and chosen["specimens (folders)"] == 2
+            assert chosen["cells"] == 4 and chosen["specimens"] == 2
             assert chosen["per-cell false-call rate, leave one specimen out"] == pytest.approx(
                 left_out_calls(scores, np.asarray(["S0", "S0", "S1", "S1"]), 0.005).mean())
     # Calibrating in place would overwrite the shipped points: refused.

@@ -23,10 +23,8 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from karyohf.aberrations import OPERATING_POINT_FILE
-from karyohf.aberrations.calibration import chosen_threshold, left_out_calls, specimen_probability
+from karyohf.aberrations.calibration import operating_point
 from karyohf.pipeline import KaryotypePipeline, resolve_checkpoints
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -60,29 +58,17 @@ def main() -> None:
         for key in head.aberrations:
             chromosomes = {chromosome for aberration, chromosome in head.targets.values() if aberration == key}
             cells = [r for r in validation if free_of(r, chromosomes)]
-            scores = np.asarray([r["aberration_scores"][key] for r in cells])
-            specimens = np.asarray([r["specimen_id"] for r in cells])
-            analysable = np.asarray([r["quality"] == "analysable" for r in cells])
-            threshold, rate, specimen = chosen_threshold(scores, args.false_call_rate)
-            held_out = left_out_calls(scores, specimens, args.false_call_rate)
-            held_out_rate, held_out_analysable = float(held_out.mean()), float(held_out[analysable].mean())
+            threshold, chosen = operating_point([r["aberration_scores"][key] for r in cells],
+                                                [r["specimen_id"] for r in cells], args.false_call_rate,
+                                                analysable=[r["quality"] == "analysable" for r in cells])
             point["cell_threshold"][key] = threshold  # unrounded: a rounded one may call other cells
-            point["chosen_on"][key] = {
-                f"validation metaphases free of {key} (any quality)": len(scores),
-                "of them analysable": int(analysable.sum()), "specimens": len(set(specimens)),
-                "cells called": int(np.sum(scores >= threshold)),
-                "analysable cells called": int(np.sum(scores[analysable] >= threshold)),
-                "per-cell false-call rate": rate, "20-cell specimen false-call probability": specimen,
-                "per-cell false-call rate, leave one specimen out": held_out_rate,
-                "20-cell specimen false-call probability, leave one specimen out":
-                    specimen_probability(held_out_rate),
-                "per-cell false-call rate of analysable cells, leave one specimen out": held_out_analysable,
-                "20-cell specimen false-call probability of analysable cells, leave one specimen out":
-                    specimen_probability(held_out_analysable),
-                "target": args.false_call_rate, "command": "python train/calibrate_specimen_calls.py"}
-            print(f"{head.name} {key}: cell threshold {threshold:.4f} on {len(scores)} cells free of it, {rate:.4f} "
-                  f"called ({held_out_rate:.4f} leaving each specimen out, {held_out_analysable:.4f} of the "
-                  f"analysable ones), P(normal 20-cell specimen called) {specimen:.4f}")
+            point["chosen_on"][key] = ({"cells chosen on": f"validation metaphases free of {key}, any quality"}
+                                       | chosen | {"command": "python train/calibrate_specimen_calls.py"})
+            print(f"{head.name} {key}: cell threshold {threshold:.4f} on {chosen['cells']} cells free of it, "
+                  f"{chosen['per-cell false-call rate']:.4f} called "
+                  f"({chosen['per-cell false-call rate, leave one specimen out']:.4f} leaving each specimen out, "
+                  f"{chosen['per-cell false-call rate of analysable cells, leave one specimen out']:.4f} of the "
+                  f"analysable ones)")
         (root / head.name / OPERATING_POINT_FILE).write_text(json.dumps(point, indent=2) + "\n")
 
 

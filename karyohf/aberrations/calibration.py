@@ -72,3 +72,30 @@ def left_out_calls(scores: np.ndarray, specimens: np.ndarray, false_call_rate: f
         own = specimens == specimen
         called[own] = scores[own] >= chosen_threshold(scores[~own], false_call_rate)[0]
     return called
+
+
+def operating_point(scores, specimens, false_call_rate: float, analysable=None) -> tuple[float, dict]:
+    """The threshold `chosen_threshold` sets on these cells, and what `operating_point.json` records beside it: the
+    cells called, the per-cell rate and the specimen false-call probability it implies, in-sample and with each
+    specimen left out (given two or more), the latter also over the `analysable` cells (a boolean mask) if given:
+    the cells that specimens are made of."""
+    scores, specimens = np.asarray(scores, np.float64), np.asarray(specimens)
+    threshold, rate, probability = chosen_threshold(scores, false_call_rate)
+    summary = {"cells": len(scores), "specimens": len(set(specimens.tolist())),
+               "cells called": int(np.sum(scores >= threshold)), "per-cell false-call rate": rate,
+               "20-cell specimen false-call probability": probability}
+    held_out = left_out_calls(scores, specimens, false_call_rate) if summary["specimens"] > 1 else None
+    if held_out is not None:
+        summary["per-cell false-call rate, leave one specimen out"] = float(held_out.mean())
+        summary["20-cell specimen false-call probability, leave one specimen out"] = \
+            specimen_probability(float(held_out.mean()))
+    if analysable is not None:
+        analysable = np.asarray(analysable, bool)
+        summary["of them analysable"] = int(analysable.sum())
+        summary["analysable cells called"] = int(np.sum(scores[analysable] >= threshold))
+        if held_out is not None:
+            rate_analysable = float(held_out[analysable].mean())
+            summary["per-cell false-call rate of analysable cells, leave one specimen out"] = rate_analysable
+            summary["20-cell specimen false-call probability of analysable cells, leave one specimen out"] = \
+                specimen_probability(rate_analysable)
+    return threshold, summary | {"target": false_call_rate}
