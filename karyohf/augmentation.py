@@ -36,7 +36,7 @@ class Optics:
 
 # The identity model's and the del(5q) head's recipe.
 STANDARD_OPTICS = Optics(probability=0.4, sigma=(0.3, 2.0), magnification=(0.5, 1.0))
-# More crops re-imaged, smaller and blurrier: tried for the identity model and the t(9;22) head, not shipped
+# More crops re-imaged, smaller and blurrier: the shipped heads' recipe; tried for the identity model, not shipped
 # (docs/models.md).
 STRONG_OPTICS = Optics(probability=0.6, sigma=(0.3, 2.5), magnification=(0.4, 1.0))
 OPTICS = {"standard": STANDARD_OPTICS, "strong": STRONG_OPTICS}

@@ -223,6 +223,21 @@ def input_scale(reference: float | None, metrics: dict) -> str:
             "crop degrades gracefully; the last column of the table below is what that path scores.")
 
 
+def optics_augmentation(metrics: dict) -> str:
+    """The card's account of the last run's re-imaging (`karyohf.augmentation.OPTICS`; runs before the flag existed
+    used the standard optics)."""
+    name = metrics.get("optics", "standard")
+    optics = OPTICS[name]
+    return (f"on {optics.probability:.0%} of crops re-imaging as a microscope of less resolution would (shrunk to "
+            f"{optics.magnification[0]:g}–{optics.magnification[1]:g}×, blurred by σ {optics.sigma[0]:g}–"
+            f"{optics.sigma[1]:g} px there, brought back; `karyohf.augmentation.reimage`, the `{name}` optics)")
+
+
+def karyogram_repeats(metrics: dict) -> str:
+    repeats = metrics.get("karyogram_repeats", 1)
+    return f" Karyogram crops were seen {repeats} times per pass over the metaphase crops." if repeats > 1 else ""
+
+
 VIEW_NAMES = {"horizontal": "left-right mirrored", "vertical": "top-bottom mirrored", "both": "half-turned"}
 
 
@@ -251,6 +266,7 @@ def write_card(args, model, processor, metrics: dict) -> None:
         training_crops=metrics["training_crops"], training_steps=metrics["training_steps"], batch_size=metrics["batch_size"],
         training_minutes=metrics["training_minutes"], device=metrics["device"], provenance=provenance(metrics),
         results_table="\n".join(rows), input_scale=input_scale(reference, metrics),
+        optics=optics_augmentation(metrics), karyogram_repeats=karyogram_repeats(metrics),
         shortfall=shortfall, extra_copy_cost=EXTRA_COPY_COST,
         test_time_flips=(f"its {' and '.join(VIEW_NAMES[flip] for flip in config.test_time_flips)} copy also scored and "
                          "the log-probabilities averaged (`test_time_flips` in config.json; `[]` scores one view, "
