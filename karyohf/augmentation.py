@@ -33,8 +33,13 @@ class Optics:
     sigma: tuple[float, float]
     magnification: tuple[float, float]
 
+    def describe(self) -> str:
+        """The recipe in words, as the model cards give it."""
+        return (f"{self.probability:.0%} of crops re-imaged at {self.magnification[0]:g}–{self.magnification[1]:g}x "
+                f"magnification, blurred by σ {self.sigma[0]:g}–{self.sigma[1]:g} px there")
 
-# The identity model's and the del(5q) head's recipe.
+
+# The shipped identity model's recipe.
 STANDARD_OPTICS = Optics(probability=0.4, sigma=(0.3, 2.0), magnification=(0.5, 1.0))
 # More crops re-imaged, smaller and blurrier: the shipped heads' recipe; tried for the identity model, not shipped
 # (docs/models.md).

@@ -113,9 +113,7 @@ def main() -> None:
         steps=args.steps, batch_size=args.batch_size, learning_rate=f"{learning_rate:g}", minutes=f"{minutes:.0f}",
         training_examples=f"{len(train):,}", results_table=rows, target_status="met" if met else "not met",
         head=args.head, parameters=f"{model.num_parameters():,}", optics=args.optics,
-        optics_probability=f"{optics.probability:g}",
-        optics_magnification="–".join(f"{m:g}x" for m in optics.magnification),
-        optics_sigma="–".join(f"{s:g}" for s in optics.sigma),
+        optics_description=optics.describe(),
     )
     print(json.dumps(metrics, indent=2))
 

@@ -227,10 +227,8 @@ def optics_augmentation(metrics: dict) -> str:
     """The card's account of the last run's re-imaging (`karyohf.augmentation.OPTICS`; runs before the flag existed
     used the standard optics)."""
     name = metrics.get("optics", "standard")
-    optics = OPTICS[name]
-    return (f"on {optics.probability:.0%} of crops re-imaging as a microscope of less resolution would (shrunk to "
-            f"{optics.magnification[0]:g}–{optics.magnification[1]:g}×, blurred by σ {optics.sigma[0]:g}–"
-            f"{optics.sigma[1]:g} px there, brought back; `karyohf.augmentation.reimage`, the `{name}` optics)")
+    return (f"{OPTICS[name].describe()}, then brought back, as a microscope of less resolution would image them "
+            f"(`karyohf.augmentation.reimage`, the `{name}` optics)")
 
 
 def karyogram_repeats(metrics: dict) -> str:
