@@ -147,14 +147,15 @@ class CropCollator:
 
     With `normalise_cells`, each crop is first rescaled by its cell's factor (the `cell_scale` column that
     `karyohf.data.chromosome_crops` holds), as the pipeline rescales a metaphase's crops; `wide_scale_probability`
-    and `optics` are passed to `augment_crop`.
+    and `optics` are passed to `augment_crop`. `source_optics` re-images the crops of the sources it names (the
+    `source` column) by their own recipe instead, so that one source can be shown harder microscopes than another.
 
     Each DataLoader worker draws its augmentation from its own stream (seeded by `seed` and the worker id): copies of
     one generator would give every worker the same random sequence."""
 
     def __init__(self, processor, augment: bool, seed: int, label_column: str = "chromosome",
                  normalise_cells: bool = False, wide_scale_probability: float = 0.0,
-                 optics: Optics = STANDARD_OPTICS):
+                 optics: Optics = STANDARD_OPTICS, source_optics: dict[str, Optics] | None = None):
         self.processor = processor
         self.augment = augment
         self.seed = seed
@@ -162,6 +163,7 @@ class CropCollator:
         self.normalise_cells = normalise_cells
         self.wide_scale_probability = wide_scale_probability
         self.optics = optics
+        self.source_optics = source_optics or {}
         self.generators: dict[int, np.random.Generator] = {}
 
     def rng(self) -> np.random.Generator:
@@ -176,8 +178,10 @@ class CropCollator:
         scales = [float(example["cell_scale"]) if self.normalise_cells else 1.0 for example in examples]
         if self.augment:
             rng = self.rng()
+            optics = [self.source_optics.get(example["source"], self.optics) if self.source_optics else self.optics
+                      for example in examples]
             images = [augment_crop(image, rng, cell_scale=scale, wide_scale_probability=self.wide_scale_probability,
-                                   optics=self.optics) for image, scale in zip(images, scales)]
+                                   optics=recipe) for image, scale, recipe in zip(images, scales, optics)]
         elif self.normalise_cells:
             images = [rescale_chromosome(image, scale) for image, scale in zip(images, scales)]
         batch = self.processor(images, return_tensors="pt")

@@ -212,3 +212,26 @@ def test_the_training_collator_reimages_crops_as_its_optics_say():
     never = Optics(probability=0.0, sigma=(0.3, 0.3), magnification=(1.0, 1.0))
     always = Optics(probability=1.0, sigma=(1.0, 1.0), magnification=(0.25, 0.25))
     assert band_contrast(always) < 0.5 * band_contrast(never)
+
+
+def test_the_training_collator_reimages_each_source_by_its_own_optics():
+    """`source_optics` shows the karyogram crops of a batch a harder microscope than its metaphase crops: only the
+    karyogram crops lose their 1-px bands."""
+    from PIL import Image
+
+    from karyohf.augmentation import Optics
+    from karyohf.models.topvit import TopViTImageProcessor
+    from karyohf.training import CropCollator
+
+    canvas = np.full((64, 32), 255, np.uint8)
+    canvas[8:56, 10:22] = np.where(np.arange(8, 56)[:, None] % 2 == 0, 40, 160)
+    sources = ["metaphase", "karyogram"] * 4
+    examples = [{"image": Image.fromarray(canvas), "chromosome": 0, "source": source} for source in sources]
+    processor = TopViTImageProcessor(size={"height": 199, "width": 99})
+    never = Optics(probability=0.0, sigma=(0.3, 0.3), magnification=(1.0, 1.0))
+    always = Optics(probability=1.0, sigma=(1.0, 1.0), magnification=(0.25, 0.25))
+    pixels = CropCollator(processor, augment=True, seed=0, optics=never,
+                          source_optics={"karyogram": always})(examples)["pixel_values"].numpy()
+    contrast = np.abs(np.diff(pixels, axis=2)).mean(axis=(1, 2, 3))
+    metaphase, karyogram = contrast[0::2], contrast[1::2]
+    assert karyogram.max() < 0.5 * metaphase.min()

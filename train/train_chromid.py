@@ -100,6 +100,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="share of training crops drawn at any scale a lone crop may have (augmentation.WIDE_SCALE)")
     parser.add_argument("--optics", choices=sorted(OPTICS), default="standard",
                         help="how crops are re-imaged as other microscopes would (karyohf.augmentation.OPTICS)")
+    parser.add_argument("--karyogram-optics", choices=sorted(OPTICS), default=None,
+                        help="re-image the karyogram crops by this recipe instead of --optics (default: the same)")
     parser.add_argument("--train-crops", type=Path, default=None,
                         help="train on these packed crops (train/pack_training_data.py); skips evaluation, which "
                              "needs the raw data")
@@ -227,8 +229,13 @@ def optics_augmentation(metrics: dict) -> str:
     """The card's account of the last run's re-imaging (`karyohf.augmentation.OPTICS`; runs before the flag existed
     used the standard optics)."""
     name = metrics.get("optics", "standard")
-    return (f"{OPTICS[name].describe()}, then brought back, as a microscope of less resolution would image them "
+    karyogram = metrics.get("karyogram_optics", name)
+    text = (f"{OPTICS[name].describe()}, then brought back, as a microscope of less resolution would image them "
             f"(`karyohf.augmentation.reimage`, the `{name}` optics)")
+    if karyogram != name:
+        text += (f"; karyogram crops instead by the `{karyogram}` optics "
+                 f"({OPTICS[karyogram].describe().replace(' of crops', '')})")
+    return text
 
 
 def karyogram_repeats(metrics: dict) -> str:
@@ -314,9 +321,10 @@ def train(args):
         if "source" not in train_crops.column_names:
             raise ValueError("--sources needs each crop's source: train on the raw data, not on packed crops")
         train_crops = train_crops.filter(lambda source: source in args.sources, input_columns="source")
+    if (args.karyogram_repeats > 1 or args.karyogram_optics) and "source" not in train_crops.column_names:
+        raise ValueError("--karyogram-repeats and --karyogram-optics need each crop's source: train on the raw data, "
+                         "not on packed crops")
     if args.karyogram_repeats > 1:
-        if "source" not in train_crops.column_names:
-            raise ValueError("--karyogram-repeats needs each crop's source: train on the raw data, not on packed crops")
         karyogram = train_crops.filter(lambda source: source == "karyogram", input_columns="source")
         train_crops = concatenate_datasets([train_crops] + [karyogram] * (args.karyogram_repeats - 1))
     train_crops = train_crops.shuffle(seed=args.seed)
@@ -325,7 +333,8 @@ def train(args):
     model, processor = build_model(args)
     variant = getattr(model.config, "attention_type", args.variant)
     train_collator = CropCollator(processor, augment=True, seed=args.seed, normalise_cells=not args.native_scale,
-                                  wide_scale_probability=args.wide_scale_probability, optics=OPTICS[args.optics])
+                                  wide_scale_probability=args.wide_scale_probability, optics=OPTICS[args.optics],
+                                  source_optics={"karyogram": OPTICS[args.karyogram_optics]} if args.karyogram_optics else None)
     steps = args.max_steps or max(50, int(args.minutes * 60 / seconds_per_step(model, train_collator, train_crops, args.batch_size, args.workers)))
     print(f"{model.num_parameters():,} parameters; {len(train_crops):,} training crops; {steps} steps")
 
@@ -368,6 +377,7 @@ def train(args):
         cell_normalised=not args.native_scale,
         wide_scale_probability=args.wide_scale_probability,
         optics=args.optics,
+        karyogram_optics=args.karyogram_optics or args.optics,
         device=torch.cuda.get_device_name() if on_gpu else f"cpu x{torch.get_num_threads()}",
         log=trainer.state.log_history,
     )
