@@ -322,7 +322,7 @@ def train(args):
             raise ValueError("--sources needs each crop's source: train on the raw data, not on packed crops")
         train_crops = train_crops.filter(lambda source: source in args.sources, input_columns="source")
     if (args.karyogram_repeats > 1 or args.karyogram_optics) and "source" not in train_crops.column_names:
-        raise ValueError("--karyogram-repeats and --karyogram-optics need each crop's source: train on the raw data, "
+        raise ValueError("--karyogram-repeats or --karyogram-optics needs each crop's source: train on the raw data, "
                          "not on packed crops")
     if args.karyogram_repeats > 1:
         karyogram = train_crops.filter(lambda source: source == "karyogram", input_columns="source")
